@@ -1,0 +1,67 @@
+//! Commands: what workflow code asks the engine for, numbered in issue order.
+
+use crate::error::CommandSummary;
+use crate::event::{ActivityOptions, EventKind};
+use crate::ids::CommandSeq;
+use crate::payload::Payload;
+
+/// A request from workflow code, recorded as the matching event.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Run an activity.
+    ScheduleActivity {
+        /// The activity name.
+        name: String,
+        /// The encoded input.
+        input: Payload,
+        /// Retries, timeouts, queue.
+        options: ActivityOptions,
+    },
+    /// Start a durable timer.
+    StartTimer {
+        /// How long, in milliseconds.
+        duration_ms: u64,
+    },
+    /// Wait for a named signal.
+    WaitSignal {
+        /// The signal name.
+        name: String,
+    },
+    /// Record a value (random, uuid, side effect, patch).
+    RecordMarker {
+        /// The marker name.
+        name: String,
+        /// The value.
+        value: Payload,
+    },
+}
+
+impl Command {
+    /// The event that records this command under number `seq`.
+    pub fn into_event(self, seq: CommandSeq) -> EventKind {
+        match self {
+            Command::ScheduleActivity {
+                name,
+                input,
+                options,
+            } => EventKind::ActivityScheduled {
+                seq,
+                name,
+                input,
+                options,
+            },
+            Command::StartTimer { duration_ms } => EventKind::TimerStarted { seq, duration_ms },
+            Command::WaitSignal { name } => EventKind::SignalAwaited { seq, name },
+            Command::RecordMarker { name, value } => EventKind::MarkerRecorded { seq, name, value },
+        }
+    }
+
+    /// The summary compared against history during replay.
+    pub fn summary(&self) -> CommandSummary {
+        self.clone()
+            .into_event(CommandSeq(0))
+            .command_summary()
+            .expect("every command maps to a command event")
+    }
+}

@@ -1,0 +1,4 @@
+//! The contexts workflow and activity code receive.
+
+pub mod activity;
+pub mod workflow;

@@ -1,0 +1,232 @@
+//! Events: the vocabulary of a run's history.
+
+use crate::error::{ActivityError, CommandSummary, WorkflowError};
+use crate::ids::{CommandSeq, EventId};
+use crate::payload::Payload;
+use crate::retry::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+/// How an activity call is executed: retries, timeouts and the task queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    /// The retry policy; the engine's default when not set.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// Timeout of each attempt, in milliseconds.
+    #[serde(default)]
+    pub start_to_close_ms: Option<u64>,
+    /// Timeout of all attempts together, in milliseconds.
+    #[serde(default)]
+    pub schedule_to_close_ms: Option<u64>,
+    /// An attempt that does not heartbeat for this long is considered lost.
+    #[serde(default)]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// The task queue; `None` is the default queue.
+    #[serde(default)]
+    pub task_queue: Option<String>,
+}
+
+/// One entry of a run's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The event number, from 1.
+    pub id: EventId,
+    /// When the event was recorded, in milliseconds since the Unix epoch. For inbound
+    /// events this is what `ctx.now()` returns while the event is applied.
+    pub time_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an event records. Past tense: each is a fact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run was started with this input.
+    RunStarted {
+        /// The registered workflow name.
+        workflow: String,
+        /// The encoded input.
+        input: Payload,
+        /// The seed of the run's random source.
+        seed: u64,
+    },
+    /// The code scheduled an activity (a command).
+    ActivityScheduled {
+        /// The command number.
+        seq: CommandSeq,
+        /// The activity name.
+        name: String,
+        /// The encoded input.
+        input: Payload,
+        /// Retries, timeouts, task queue.
+        options: ActivityOptions,
+    },
+    /// An activity attempt succeeded (inbound).
+    ActivityCompleted {
+        /// The command number of the schedule.
+        seq: CommandSeq,
+        /// The encoded output.
+        output: Payload,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// An activity failed for good: not retryable, or out of attempts (inbound).
+    ActivityFailed {
+        /// The command number of the schedule.
+        seq: CommandSeq,
+        /// The last attempt's error.
+        error: ActivityError,
+    },
+    /// The code started a durable timer (a command).
+    TimerStarted {
+        /// The command number.
+        seq: CommandSeq,
+        /// How long, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A timer fired (inbound).
+    TimerFired {
+        /// The command number of the timer.
+        seq: CommandSeq,
+    },
+    /// The code started waiting for a signal (a command).
+    SignalAwaited {
+        /// The command number.
+        seq: CommandSeq,
+        /// The signal name.
+        name: String,
+    },
+    /// A signal arrived (inbound).
+    SignalReceived {
+        /// The signal name.
+        name: String,
+        /// The encoded body.
+        payload: Payload,
+    },
+    /// The code recorded a value: a random number, a uuid, a side effect, a patch (a command).
+    MarkerRecorded {
+        /// The command number.
+        seq: CommandSeq,
+        /// What kind of marker, e.g. `random`, `uuid`, `side_effect:label`, `patch:id`.
+        name: String,
+        /// The recorded value.
+        value: Payload,
+    },
+    /// Somebody asked the run to cancel (inbound).
+    CancelRequested {
+        /// Why, as given by the caller.
+        reason: String,
+    },
+    /// The run finished with this output.
+    RunCompleted {
+        /// The encoded output.
+        output: Payload,
+    },
+    /// The run finished with this error.
+    RunFailed {
+        /// The error.
+        error: WorkflowError,
+    },
+}
+
+impl EventKind {
+    /// The kind's name, as stored and shown: `ActivityCompleted`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "RunStarted",
+            EventKind::ActivityScheduled { .. } => "ActivityScheduled",
+            EventKind::ActivityCompleted { .. } => "ActivityCompleted",
+            EventKind::ActivityFailed { .. } => "ActivityFailed",
+            EventKind::TimerStarted { .. } => "TimerStarted",
+            EventKind::TimerFired { .. } => "TimerFired",
+            EventKind::SignalAwaited { .. } => "SignalAwaited",
+            EventKind::SignalReceived { .. } => "SignalReceived",
+            EventKind::MarkerRecorded { .. } => "MarkerRecorded",
+            EventKind::CancelRequested { .. } => "CancelRequested",
+            EventKind::RunCompleted { .. } => "RunCompleted",
+            EventKind::RunFailed { .. } => "RunFailed",
+        }
+    }
+
+    /// The command number this event records or answers, if any.
+    pub fn seq(&self) -> Option<CommandSeq> {
+        match self {
+            EventKind::ActivityScheduled { seq, .. }
+            | EventKind::ActivityCompleted { seq, .. }
+            | EventKind::ActivityFailed { seq, .. }
+            | EventKind::TimerStarted { seq, .. }
+            | EventKind::TimerFired { seq }
+            | EventKind::SignalAwaited { seq, .. }
+            | EventKind::MarkerRecorded { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// True for events that record a command the code issued.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            EventKind::ActivityScheduled { .. }
+                | EventKind::TimerStarted { .. }
+                | EventKind::SignalAwaited { .. }
+                | EventKind::MarkerRecorded { .. }
+        )
+    }
+
+    /// True for events the workflow is activated by (everything from outside the code).
+    pub fn is_inbound(&self) -> bool {
+        matches!(
+            self,
+            EventKind::RunStarted { .. }
+                | EventKind::ActivityCompleted { .. }
+                | EventKind::ActivityFailed { .. }
+                | EventKind::TimerFired { .. }
+                | EventKind::SignalReceived { .. }
+                | EventKind::CancelRequested { .. }
+        )
+    }
+
+    /// True for the events that end a run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::RunCompleted { .. } | EventKind::RunFailed { .. }
+        )
+    }
+
+    /// The activity, timer, signal or marker name, for listings.
+    pub fn label(&self) -> Option<String> {
+        match self {
+            EventKind::RunStarted { workflow, .. } => Some(workflow.clone()),
+            EventKind::ActivityScheduled { name, .. }
+            | EventKind::SignalAwaited { name, .. }
+            | EventKind::SignalReceived { name, .. }
+            | EventKind::MarkerRecorded { name, .. } => Some(name.clone()),
+            EventKind::TimerStarted { duration_ms, .. } => Some(format!("{duration_ms}ms")),
+            EventKind::ActivityFailed { error, .. } => Some(error.kind().to_owned()),
+            EventKind::RunFailed { error } => Some(error.kind().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The summary used to compare a recorded command with an issued one.
+    pub fn command_summary(&self) -> Option<CommandSummary> {
+        let (kind, name, digest) = match self {
+            EventKind::ActivityScheduled { name, input, .. } => {
+                ("ScheduleActivity", name.clone(), Some(input.digest()))
+            }
+            EventKind::TimerStarted { duration_ms, .. } => {
+                ("StartTimer", format!("{duration_ms}ms"), None)
+            }
+            EventKind::SignalAwaited { name, .. } => ("WaitSignal", name.clone(), None),
+            EventKind::MarkerRecorded { name, .. } => ("RecordMarker", name.clone(), None),
+            _ => return None,
+        };
+        Some(CommandSummary {
+            kind: kind.to_owned(),
+            name,
+            input_digest: digest,
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! The deterministic, single-threaded executor that drives workflow code.
+//!
+//! A [`RunMachine`] owns one run's workflow future. It is fed the run's events in log
+//! order: an inbound event (run started, activity finished, timer fired, signal, cancel)
+//! is delivered and the future is polled until it can make no more progress; an event
+//! that records a command is checked against what the code issued. The same machine
+//! serves a live worker (fed new events one activation at a time) and replay (fed a
+//! whole recorded history), so recovery and debugging run exactly the code path
+//! production ran. Nothing here touches tokio or a database.
+
+pub(crate) mod state;
+
+use crate::context::workflow::WorkflowContext;
+use crate::error::{ReplayError, WorkflowError};
+use crate::event::{Event, EventKind};
+use crate::ids::{CommandSeq, EventId, RunId, WorkflowId};
+use crate::payload::Payload;
+use crate::registry::{ErasedWorkflow, ErasedWorkflowFuture};
+use crate::command::Command;
+use state::{Resolution, RunState};
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// Polls of one activation before the engine decides the code is spinning.
+const MAX_POLLS_PER_ACTIVATION: usize = 100_000;
+
+struct WakeFlag(AtomicBool);
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Who a run is, as workflow code sees it.
+#[derive(Clone, Debug)]
+pub struct RunIdentity {
+    /// The workflow id.
+    pub workflow_id: WorkflowId,
+    /// The run id.
+    pub run_id: RunId,
+}
+
+/// One run's workflow future and the bookkeeping that makes it replayable.
+pub struct RunMachine {
+    state: Rc<RefCell<RunState>>,
+    root: Option<ErasedWorkflowFuture>,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+    outcome: Option<Result<Payload, WorkflowError>>,
+    outcome_taken: bool,
+    last_applied: EventId,
+    started: bool,
+}
+
+impl std::fmt::Debug for RunMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunMachine")
+            .field("last_applied", &self.last_applied)
+            .field("finished", &self.outcome.is_some())
+            .finish()
+    }
+}
+
+/// Renders a caught panic payload as text, with a hint when tokio was used from
+/// workflow code (which has no runtime on the workflow executor).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    };
+    if text.contains("Tokio") || text.contains("tokio") || text.contains("reactor") {
+        format!(
+            "{text} (workflow code runs on durable's deterministic executor, not on tokio: \
+             use ctx.sleep(..) instead of tokio timers and futures::join! instead of spawning)"
+        )
+    } else {
+        text
+    }
+}
+
+impl RunMachine {
+    /// Creates the machine for a run from its `RunStarted` event. The code does not run
+    /// until that event is applied with [`RunMachine::apply`].
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError::Malformed`] when `started` is not a `RunStarted` event numbered 1.
+    pub fn new(
+        workflow: &dyn ErasedWorkflow,
+        identity: RunIdentity,
+        started: &Event,
+    ) -> Result<Self, ReplayError> {
+        let EventKind::RunStarted {
+            workflow: name,
+            input,
+            seed,
+        } = &started.kind
+        else {
+            return Err(ReplayError::Malformed {
+                event: started.id,
+                reason: format!("history starts with {}, not RunStarted", started.kind.name()),
+            });
+        };
+        if started.id != EventId(1) {
+            return Err(ReplayError::Malformed {
+                event: started.id,
+                reason: "the RunStarted event must be number 1".into(),
+            });
+        }
+        if name != workflow.name() {
+            return Err(ReplayError::Malformed {
+                event: started.id,
+                reason: format!(
+                    "history is of workflow {name:?}, the code is workflow {:?}",
+                    workflow.name()
+                ),
+            });
+        }
+        let state = Rc::new(RefCell::new(RunState::new(
+            identity,
+            name.clone(),
+            *seed,
+            started.time_ms,
+        )));
+        let ctx = WorkflowContext::from_state(state.clone());
+        let root: ErasedWorkflowFuture = match workflow.start(ctx, input) {
+            Ok(fut) => fut,
+            Err(e) => {
+                let err = WorkflowError::from(e);
+                Box::pin(async move { Err(err) })
+            }
+        };
+        let flag = Arc::new(WakeFlag(AtomicBool::new(false)));
+        Ok(RunMachine {
+            state,
+            root: Some(root),
+            waker: Waker::from(flag.clone()),
+            flag,
+            outcome: None,
+            outcome_taken: false,
+            last_applied: EventId(0),
+            started: false,
+        })
+    }
+
+    /// Indexes the commands a recorded history holds, so the code's commands are matched
+    /// by number and recorded values (random numbers, side effects, patches) are returned
+    /// as recorded. Call before applying a recorded history.
+    pub fn preload(&mut self, history: &[Event]) {
+        let mut state = self.state.borrow_mut();
+        for event in history {
+            if event.kind.is_command() {
+                if let Some(seq) = event.kind.seq() {
+                    state.recorded.insert(seq.0, (event.id, event.kind.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies one event of the run's history, in log order.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReplayError`] when the code diverges from history, the history is malformed,
+    /// or the code panicked. The machine must then be discarded.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ReplayError> {
+        if event.id.0 != self.last_applied.0 + 1 {
+            return Err(ReplayError::Malformed {
+                event: event.id,
+                reason: format!(
+                    "expected event {}, the history skips or repeats numbers",
+                    self.last_applied.0 + 1
+                ),
+            });
+        }
+        self.last_applied = event.id;
+        let kind = &event.kind;
+        if kind.is_command() {
+            let seq = kind.seq().expect("command events carry a command number");
+            let state = self.state.borrow();
+            if seq.0 >= state.next_seq {
+                return Err(ReplayError::MissingCommand {
+                    seq,
+                    event: event.id,
+                    recorded: kind
+                        .command_summary()
+                        .expect("command events have a summary"),
+                });
+            }
+            return Ok(());
+        }
+        if kind.is_terminal() {
+            return match (&self.outcome, kind) {
+                (None, _) => Err(ReplayError::UnfinishedRun {
+                    event: event.id,
+                    recorded: if matches!(kind, EventKind::RunCompleted { .. }) {
+                        "completed".into()
+                    } else {
+                        "failed".into()
+                    },
+                }),
+                (Some(_), _) => {
+                    self.outcome_taken = true;
+                    Ok(())
+                }
+            };
+        }
+        if self.outcome.is_some() {
+            // The code finished; inbound events after that (a late signal, a cancel) are
+            // facts about the world but change nothing. A recorded terminal event must
+            // not be followed by more of the code's commands, which the check above and
+            // MissingCommand catch.
+            return Ok(());
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            state.now_ms = event.time_ms;
+            match kind {
+                EventKind::RunStarted { .. } => {
+                    if self.started {
+                        return Err(ReplayError::Malformed {
+                            event: event.id,
+                            reason: "a second RunStarted event".into(),
+                        });
+                    }
+                    self.started = true;
+                }
+                EventKind::ActivityCompleted { seq, output, .. } => {
+                    state.resolve(event.id, *seq, Resolution::ActivityOk(output.clone()))?;
+                }
+                EventKind::ActivityFailed { seq, error } => {
+                    state.resolve(event.id, *seq, Resolution::ActivityErr(error.clone()))?;
+                }
+                EventKind::TimerFired { seq } => {
+                    state.resolve(event.id, *seq, Resolution::TimerFired)?;
+                }
+                EventKind::SignalReceived { name, payload } => {
+                    state.deliver_signal(name, payload.clone());
+                }
+                EventKind::CancelRequested { reason } => {
+                    state.request_cancel(reason.clone());
+                }
+                _ => {}
+            }
+        }
+        if !self.started {
+            return Err(ReplayError::Malformed {
+                event: event.id,
+                reason: "event before RunStarted".into(),
+            });
+        }
+        self.poll_until_quiescent()
+    }
+
+    fn poll_until_quiescent(&mut self) -> Result<(), ReplayError> {
+        let Some(root) = self.root.as_mut() else {
+            return Ok(());
+        };
+        let mut cx = Context::from_waker(&self.waker);
+        for _ in 0..MAX_POLLS_PER_ACTIVATION {
+            self.flag.0.store(false, Ordering::Release);
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| root.as_mut().poll(&mut cx)));
+            if let Some(err) = self.state.borrow_mut().error.take() {
+                return Err(err);
+            }
+            match polled {
+                Err(payload) => {
+                    return Err(ReplayError::Panicked {
+                        message: panic_message(payload.as_ref()),
+                    });
+                }
+                Ok(Poll::Ready(outcome)) => {
+                    self.outcome = Some(outcome);
+                    self.root = None;
+                    return Ok(());
+                }
+                Ok(Poll::Pending) => {
+                    if !self.flag.0.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(ReplayError::Panicked {
+            message: format!(
+                "workflow code was woken {MAX_POLLS_PER_ACTIVATION} times in one activation \
+                 without waiting on anything durable"
+            ),
+        })
+    }
+
+    /// The commands issued since the last call that history does not hold yet.
+    pub fn take_commands(&mut self) -> Vec<(CommandSeq, Command)> {
+        std::mem::take(&mut self.state.borrow_mut().new_commands)
+    }
+
+    /// The run's outcome, once, if the code finished and history does not record it yet.
+    pub fn take_outcome(&mut self) -> Option<Result<Payload, WorkflowError>> {
+        if self.outcome_taken {
+            return None;
+        }
+        let out = self.outcome.clone()?;
+        self.outcome_taken = true;
+        Some(out)
+    }
+
+    /// The outcome, if the code finished.
+    pub fn outcome(&self) -> Option<&Result<Payload, WorkflowError>> {
+        self.outcome.as_ref()
+    }
+
+    /// The last event applied.
+    pub fn last_applied(&self) -> EventId {
+        self.last_applied
+    }
+
+    /// Whether the code has finished.
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// Marks whether events being applied are a replay of recorded history (for
+    /// `ctx.is_replaying()`, e.g. to silence logs).
+    pub fn set_replaying(&mut self, replaying: bool) {
+        self.state.borrow_mut().replaying = replaying;
+    }
+
+    /// What the run is waiting for now, for `status`: pending commands by number.
+    pub fn pending(&self) -> Vec<CommandSeq> {
+        self.state.borrow().pending()
+    }
+}

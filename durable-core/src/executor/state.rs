@@ -1,0 +1,251 @@
+//! The shared state between a run's workflow context and its machine.
+
+use crate::command::Command;
+use crate::error::{ActivityError, ReplayError};
+use crate::event::EventKind;
+use crate::executor::RunIdentity;
+use crate::ids::{CommandSeq, EventId};
+use crate::payload::Payload;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::task::Waker;
+
+/// What resolves a pending command.
+#[derive(Debug)]
+pub(crate) enum Resolution {
+    ActivityOk(Payload),
+    ActivityErr(ActivityError),
+    TimerFired,
+    Signal(Payload),
+}
+
+pub(crate) struct RunState {
+    pub(crate) identity: RunIdentity,
+    pub(crate) workflow: String,
+    pub(crate) now_ms: i64,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) next_seq: u32,
+    /// Command events of a recorded history, by number (filled by `preload`).
+    pub(crate) recorded: HashMap<u32, (EventId, EventKind)>,
+    pub(crate) new_commands: Vec<(CommandSeq, Command)>,
+    /// Issued commands still waiting for their answer.
+    waiting: BTreeMap<u32, Option<Waker>>,
+    results: HashMap<u32, Resolution>,
+    signal_buffer: BTreeMap<String, VecDeque<Payload>>,
+    signal_waiters: BTreeMap<String, VecDeque<u32>>,
+    pub(crate) cancel_reason: Option<String>,
+    cancel_wakers: Vec<Waker>,
+    pub(crate) error: Option<ReplayError>,
+    pub(crate) replaying: bool,
+}
+
+impl RunState {
+    pub(crate) fn new(identity: RunIdentity, workflow: String, seed: u64, now_ms: i64) -> Self {
+        RunState {
+            identity,
+            workflow,
+            now_ms,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_seq: 1,
+            recorded: HashMap::new(),
+            new_commands: Vec::new(),
+            waiting: BTreeMap::new(),
+            results: HashMap::new(),
+            signal_buffer: BTreeMap::new(),
+            signal_waiters: BTreeMap::new(),
+            cancel_reason: None,
+            cancel_wakers: Vec::new(),
+            error: None,
+            replaying: false,
+        }
+    }
+
+    fn fail(&mut self, err: ReplayError) {
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+    }
+
+    /// Issues a command: takes the next number and checks it against history.
+    pub(crate) fn issue(&mut self, cmd: Command) -> CommandSeq {
+        let seq = CommandSeq(self.next_seq);
+        self.next_seq += 1;
+        if let Some((_, recorded)) = self.recorded.get(&seq.0) {
+            let recorded = recorded
+                .command_summary()
+                .expect("only command events are indexed");
+            let issued = cmd.summary();
+            if recorded != issued {
+                self.fail(ReplayError::Nondeterminism {
+                    seq,
+                    recorded,
+                    issued,
+                });
+            }
+        } else {
+            self.new_commands.push((seq, cmd));
+        }
+        self.waiting.insert(seq.0, None);
+        seq
+    }
+
+    /// Records a value the first time; returns the recorded value on replay.
+    pub(crate) fn marker(&mut self, name: String, fresh: impl FnOnce(&mut Self) -> Payload) -> Payload {
+        let seq = CommandSeq(self.next_seq);
+        if let Some((_, EventKind::MarkerRecorded { name: n, value, .. })) =
+            self.recorded.get(&seq.0)
+        {
+            if *n == name {
+                let value = value.clone();
+                self.next_seq += 1;
+                return value;
+            }
+        }
+        let value = fresh(self);
+        // `issue` reports a mismatch when history holds something else at this number.
+        self.issue(Command::RecordMarker {
+            name,
+            value: value.clone(),
+        });
+        self.waiting.remove(&seq.0);
+        value
+    }
+
+    /// `ctx.patched(id)`: true unless replaying history recorded before the patch.
+    pub(crate) fn patched(&mut self, id: &str) -> bool {
+        let name = format!("patch:{id}");
+        let seq = self.next_seq;
+        match self.recorded.get(&seq) {
+            Some((_, EventKind::MarkerRecorded { name: n, .. })) if *n == name => {
+                self.next_seq += 1;
+                true
+            }
+            Some(_) => false,
+            None => {
+                let beyond = self.recorded.keys().all(|k| *k < seq);
+                if beyond {
+                    self.marker(name, |_| Payload::default());
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// `ctx.deprecate_patch(id)`: consumes the marker where old history has it.
+    pub(crate) fn deprecate_patch(&mut self, id: &str) {
+        let name = format!("patch:{id}");
+        if let Some((_, EventKind::MarkerRecorded { name: n, .. })) = self.recorded.get(&self.next_seq)
+        {
+            if *n == name {
+                self.next_seq += 1;
+            }
+        }
+    }
+
+    pub(crate) fn register_waker(&mut self, seq: CommandSeq, waker: &Waker) {
+        if let Some(slot) = self.waiting.get_mut(&seq.0) {
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+    }
+
+    pub(crate) fn take_result(&mut self, seq: CommandSeq) -> Option<Resolution> {
+        self.results.remove(&seq.0)
+    }
+
+    pub(crate) fn resolve(
+        &mut self,
+        event: EventId,
+        seq: CommandSeq,
+        resolution: Resolution,
+    ) -> Result<(), ReplayError> {
+        match self.waiting.remove(&seq.0) {
+            Some(waker) => {
+                self.results.insert(seq.0, resolution);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Ok(())
+            }
+            None => Err(ReplayError::Malformed {
+                event,
+                reason: format!(
+                    "an answer for command {seq}, which the code has not issued or is not waiting for"
+                ),
+            }),
+        }
+    }
+
+    /// Starts waiting for a signal; returns a buffered one at once if there is one.
+    pub(crate) fn wait_signal(&mut self, name: &str) -> (CommandSeq, Option<Payload>) {
+        let seq = self.issue(Command::WaitSignal {
+            name: name.to_owned(),
+        });
+        if let Some(p) = self.signal_buffer.get_mut(name).and_then(VecDeque::pop_front) {
+            self.waiting.remove(&seq.0);
+            return (seq, Some(p));
+        }
+        self.signal_waiters
+            .entry(name.to_owned())
+            .or_default()
+            .push_back(seq.0);
+        (seq, None)
+    }
+
+    /// A signal waiter was dropped before it received anything (its select lost).
+    pub(crate) fn abandon_signal(&mut self, seq: CommandSeq, name: &str) {
+        if let Some(q) = self.signal_waiters.get_mut(name) {
+            q.retain(|s| *s != seq.0);
+        }
+        self.waiting.remove(&seq.0);
+        // A signal already handed to this waiter but not taken goes back to the buffer,
+        // first in line, so it is not lost.
+        if let Some(Resolution::Signal(p)) = self.results.remove(&seq.0) {
+            self.signal_buffer
+                .entry(name.to_owned())
+                .or_default()
+                .push_front(p);
+        }
+    }
+
+    pub(crate) fn deliver_signal(&mut self, name: &str, payload: Payload) {
+        let waiter = self.signal_waiters.get_mut(name).and_then(VecDeque::pop_front);
+        match waiter {
+            Some(seq) => {
+                if let Some(waker) = self.waiting.remove(&seq) {
+                    self.results.insert(seq, Resolution::Signal(payload));
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+            }
+            None => self
+                .signal_buffer
+                .entry(name.to_owned())
+                .or_default()
+                .push_back(payload),
+        }
+    }
+
+    pub(crate) fn request_cancel(&mut self, reason: String) {
+        if self.cancel_reason.is_none() {
+            self.cancel_reason = Some(reason);
+            for w in self.cancel_wakers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn register_cancel_waker(&mut self, waker: &Waker) {
+        self.cancel_wakers.push(waker.clone());
+    }
+
+    pub(crate) fn pending(&self) -> Vec<CommandSeq> {
+        self.waiting.keys().map(|s| CommandSeq(*s)).collect()
+    }
+}

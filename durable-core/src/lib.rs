@@ -1,0 +1,53 @@
+//! The core of durable: events, payloads, the deterministic executor and replayer, the
+//! contexts workflow and activity code receive, retry policies, and the [`Store`] trait
+//! with its SQLite implementation.
+//!
+//! Most users depend on the `durable` facade instead, which re-exports this crate.
+//!
+//! # Concepts
+//!
+//! - A *run* is one execution of a workflow, named by a [`WorkflowId`] (chosen by the
+//!   caller) and a [`RunId`]. Its *history* is an append-only list of *events*, numbered
+//!   from 1 ([`EventId`]).
+//! - Workflow code issues *commands* (schedule an activity, start a timer, wait for a
+//!   signal, record a value), numbered in issue order ([`CommandSeq`]).
+//! - An *activation* applies one inbound event and polls the code until it can make no
+//!   more progress; its commands are appended in the same transaction.
+//! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//!
+//! # Determinism
+//!
+//! Workflow code must produce the same commands when replayed. Time, randomness and
+//! waiting come from the [`WorkflowContext`]; iterate `BTreeMap`s, not `HashMap`s; select
+//! with `futures::select_biased!` or `futures::future::select`, which poll in order, never
+//! `futures::select!`, which picks at random.
+//!
+//! # Feature flags
+//!
+//! - `sqlite` (default): the embedded SQLite store.
+
+pub mod clock;
+pub mod command;
+pub mod context;
+pub mod error;
+pub mod event;
+pub mod executor;
+pub mod ids;
+pub mod payload;
+pub mod registry;
+pub mod replay;
+pub mod retry;
+pub mod store;
+
+pub use command::Command;
+pub use context::activity::ActivityContext;
+pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
+pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
+pub use event::{ActivityOptions, Event, EventKind};
+pub use executor::{RunIdentity, RunMachine};
+pub use ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
+pub use payload::{Payload, PayloadCodec, PayloadError};
+pub use registry::{Activity, ErasedActivity, ErasedWorkflow, Registry, Workflow};
+pub use replay::{ReplayOutcome, ReplayReport, Replayer};
+pub use retry::RetryPolicy;
+pub use store::Store;

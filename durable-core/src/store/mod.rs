@@ -1,0 +1,379 @@
+//! The [`Store`] trait: everything the engine persists, with no SQL in sight.
+//!
+//! # Invariants every store keeps
+//!
+//! - Event ids of a run are contiguous from 1, allocated inside the appending
+//!   transaction; history is append-only.
+//! - An append with a stale fencing token fails with [`StoreError::Fenced`] and writes
+//!   nothing. A commit is all or nothing.
+//! - Every other table (status, task queues, timers) changes in the same transaction as
+//!   the events that explain it.
+//! - Due times and lease expiry are judged by the store's clock.
+//! - Every query is scoped by the store handle's namespace.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use crate::error::{ActivityError, StoreError};
+use crate::event::{ActivityOptions, Event, EventKind};
+use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
+use crate::payload::Payload;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The namespace used when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The state of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// In flight.
+    Running,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by an activation failure (a panic, non-determinism); `retry` resumes it.
+    Suspended,
+}
+
+impl RunStatus {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Suspended => "suspended",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "suspended" => RunStatus::Suspended,
+            _ => return None,
+        })
+    }
+
+    /// True for completed and failed runs.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request to start a run.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    /// The workflow id; a second start with the same id returns the existing run.
+    pub workflow_id: WorkflowId,
+    /// The registered workflow name.
+    pub workflow: String,
+    /// The encoded input.
+    pub input: Payload,
+    /// The seed of the run's random source.
+    pub seed: u64,
+}
+
+/// What a start did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartOutcome {
+    /// The run's store key.
+    pub key: RunKey,
+    /// The run id.
+    pub run_id: RunId,
+    /// The workflow of the run (of the existing one when not created).
+    pub workflow: String,
+    /// False when a run with this workflow id already existed.
+    pub created: bool,
+}
+
+/// A run as listed and shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The store key.
+    pub key: RunKey,
+    /// The workflow id.
+    pub workflow_id: WorkflowId,
+    /// The run id.
+    pub run_id: RunId,
+    /// The workflow name.
+    pub workflow: String,
+    /// The status.
+    pub status: RunStatus,
+    /// When the run was created (ms since the epoch).
+    pub created_at_ms: i64,
+    /// When anything was last appended (ms since the epoch).
+    pub updated_at_ms: i64,
+    /// The number of the last event.
+    pub last_event_id: EventId,
+    /// The worker holding the lease, if any.
+    pub owner: Option<String>,
+    /// When the lease expires (ms since the epoch).
+    pub lease_expires_at_ms: i64,
+    /// Why the run is suspended.
+    pub reason: Option<String>,
+    /// Activations that failed in a row (panics, divergence, crashes).
+    pub activation_failures: u32,
+}
+
+/// Which runs to list.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs with no event appended since this time (ms since the epoch).
+    pub updated_before_ms: Option<i64>,
+    /// Only runs created at or after this time (ms since the epoch).
+    pub created_after_ms: Option<i64>,
+    /// At most this many (newest first); 0 means 1,000.
+    pub limit: usize,
+}
+
+/// A run a worker claimed for an activation.
+#[derive(Clone, Debug)]
+pub struct ClaimedRun {
+    /// The store key.
+    pub key: RunKey,
+    /// The workflow id.
+    pub workflow_id: WorkflowId,
+    /// The run id.
+    pub run_id: RunId,
+    /// The workflow name.
+    pub workflow: String,
+    /// The fencing token to commit with.
+    pub fence: FencingToken,
+    /// The last event at claim time.
+    pub last_event_id: EventId,
+    /// Activations that failed in a row, including crashed ones.
+    pub activation_failures: u32,
+}
+
+/// An activity task the commit creates, for an `ActivityScheduled` event of the commit.
+#[derive(Clone, Debug)]
+pub struct NewActivityTask {
+    /// The command number.
+    pub seq: CommandSeq,
+    /// The activity name.
+    pub name: String,
+    /// The task queue (empty: default).
+    pub task_queue: String,
+    /// True when the committing worker runs it at once (attempt 1, leased to it).
+    pub local: bool,
+}
+
+/// Everything one activation (or several, in order) of a run appends, atomically.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The run.
+    pub key: RunKey,
+    /// The committing worker.
+    pub worker: WorkerId,
+    /// The fencing token from the claim.
+    pub fence: FencingToken,
+    /// Every event up to this one was read by the committer.
+    pub read_through: EventId,
+    /// The events to append, in order, with their times.
+    pub events: Vec<(i64, EventKind)>,
+    /// Activity tasks to create.
+    pub activities: Vec<NewActivityTask>,
+    /// Local activity attempts whose results are among `events`: (command, attempt).
+    pub finished_activities: Vec<(CommandSeq, u32)>,
+    /// Local timers whose firing is among `events`.
+    pub fired_timers: Vec<CommandSeq>,
+    /// Set when the run finishes with this commit.
+    pub finish: Option<RunStatus>,
+    /// Keep the lease after the commit (false releases it).
+    pub keep_lease: bool,
+}
+
+/// Where a commit's events landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The first appended event.
+    pub first: EventId,
+    /// The last appended event.
+    pub last: EventId,
+}
+
+/// An activity attempt a worker claimed.
+#[derive(Clone, Debug)]
+pub struct ActivityTask {
+    /// The run.
+    pub key: RunKey,
+    /// The workflow id.
+    pub workflow_id: WorkflowId,
+    /// The run id.
+    pub run_id: RunId,
+    /// The command number.
+    pub seq: CommandSeq,
+    /// The activity name.
+    pub name: String,
+    /// The encoded input.
+    pub input: Payload,
+    /// The options from the schedule.
+    pub options: ActivityOptions,
+    /// This attempt's number (the fencing token of the attempt).
+    pub attempt: u32,
+    /// When the activity was scheduled (ms since the epoch).
+    pub scheduled_at_ms: i64,
+}
+
+/// How an activity attempt ended.
+#[derive(Clone, Debug)]
+pub enum AttemptResult {
+    /// It succeeded.
+    Completed(Payload),
+    /// It failed for good.
+    Failed(ActivityError),
+    /// It failed and will be tried again at this time.
+    Retry {
+        /// The attempt's error.
+        error: ActivityError,
+        /// When the next attempt may start (ms since the epoch).
+        next_attempt_at_ms: i64,
+    },
+}
+
+/// An activity still to finish, for `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingActivity {
+    /// The command number.
+    pub seq: CommandSeq,
+    /// The activity name.
+    pub name: String,
+    /// The task queue.
+    pub task_queue: String,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// The worker running it, if any.
+    pub owner: Option<String>,
+    /// When the next attempt may start (ms since the epoch).
+    pub available_at_ms: i64,
+    /// The last attempt's error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A timer still to fire, for `status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingTimer {
+    /// The command number.
+    pub seq: CommandSeq,
+    /// When it is due (ms since the epoch).
+    pub fire_at_ms: i64,
+}
+
+/// The persistence the engine needs. One implementation per database; the same
+/// conformance tests run against each.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The namespace this handle is scoped to.
+    fn namespace(&self) -> &str;
+
+    /// Starts a run, or returns the latest run of the same workflow id.
+    async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError>;
+
+    /// Claims up to `limit` runs that have unapplied events and no live owner (or are
+    /// owned by `worker` already), leasing them for `lease`.
+    async fn claim_runs(
+        &self,
+        worker: &WorkerId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError>;
+
+    /// The events of a run after `after`, in order.
+    async fn read_history(&self, key: RunKey, after: EventId) -> Result<Vec<Event>, StoreError>;
+
+    /// Appends an activation's events and index changes, checking the fencing token.
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
+
+    /// Records that an activation of the run failed; after too many in a row the run is
+    /// suspended with `reason`. Releases the lease either way.
+    async fn activation_failed(
+        &self,
+        key: RunKey,
+        worker: &WorkerId,
+        fence: FencingToken,
+        reason: &str,
+        suspend: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Hands back leases (graceful shutdown, cache eviction).
+    async fn release_runs(&self, worker: &WorkerId, keys: &[RunKey]) -> Result<(), StoreError>;
+
+    /// Extends every lease `worker` holds (runs and activity attempts).
+    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due activity attempts whose name is in `names`.
+    async fn claim_activities(
+        &self,
+        worker: &WorkerId,
+        names: &[String],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ActivityTask>, StoreError>;
+
+    /// Records how an attempt claimed with [`Store::claim_activities`] (or created
+    /// local) ended. A superseded attempt gets [`StoreError::Conflict`].
+    async fn report_attempt(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> Result<(), StoreError>;
+
+    /// Fires due timers of runs without a live owner (and any overdue by more than
+    /// `grace`); returns how many fired.
+    async fn fire_due_timers(&self, limit: usize, grace: Duration) -> Result<usize, StoreError>;
+
+    /// Appends a signal to the latest run of `workflow_id`.
+    async fn signal(
+        &self,
+        workflow_id: &WorkflowId,
+        name: &str,
+        payload: Payload,
+    ) -> Result<(), StoreError>;
+
+    /// Asks the latest run of `workflow_id` to cancel.
+    async fn request_cancel(&self, workflow_id: &WorkflowId, reason: &str)
+    -> Result<(), StoreError>;
+
+    /// Puts a suspended run back in line for an activation.
+    async fn resume(&self, workflow_id: &WorkflowId) -> Result<(), StoreError>;
+
+    /// The latest run of `workflow_id`.
+    async fn find_run(&self, workflow_id: &WorkflowId) -> Result<Option<RunInfo>, StoreError>;
+
+    /// Runs matching `filter`, newest first.
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunInfo>, StoreError>;
+
+    /// Activities of a run still to finish.
+    async fn pending_activities(&self, key: RunKey) -> Result<Vec<PendingActivity>, StoreError>;
+
+    /// Timers of a run still to fire.
+    async fn pending_timers(&self, key: RunKey) -> Result<Vec<PendingTimer>, StoreError>;
+
+    /// A handle that is notified when this process makes new work available, so workers
+    /// in the same process need not wait for their next poll.
+    fn work_notifier(&self) -> Arc<tokio::sync::Notify>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,1132 @@
+//! The embedded SQLite store: WAL, `synchronous=FULL` by default, one writer thread that
+//! commits many runs' appends in one transaction (group commit), reader threads on
+//! their own connections.
+
+mod schema;
+mod writer;
+
+use super::{
+    ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, PendingActivity,
+    PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
+};
+use crate::clock;
+use crate::error::StoreError;
+use crate::event::{Event, EventKind};
+use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
+use crate::payload::{Payload, SharedCodec};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use writer::{Readers, Writer};
+
+/// How durable a commit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged step survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, not a power loss.
+    Normal,
+    /// No fsync (tests and benchmarks of the engine itself only).
+    Off,
+}
+
+/// Options of [`SqliteStore::open`].
+#[derive(Clone)]
+pub struct SqliteOptions {
+    /// The namespace every query is scoped to.
+    pub namespace: String,
+    /// Durability of commits.
+    pub synchronous: Synchronous,
+    /// How long to wait for another process's write lock.
+    pub busy_timeout: Duration,
+    /// Create the file (mode 0600) when it does not exist.
+    pub create: bool,
+    /// Reader threads.
+    pub readers: usize,
+    /// A codec applied to every event body (compression, encryption).
+    pub codec: Option<SharedCodec>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            namespace: super::DEFAULT_NAMESPACE.to_owned(),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(10),
+            create: true,
+            readers: 2,
+            codec: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOptions")
+            .field("namespace", &self.namespace)
+            .field("synchronous", &self.synchronous)
+            .field("create", &self.create)
+            .field("codec", &self.codec.is_some())
+            .finish()
+    }
+}
+
+struct Shared {
+    path: String,
+    namespace: String,
+    codec: Option<SharedCodec>,
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    writer: Writer,
+    readers: Readers,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .field("namespace", &self.shared.namespace)
+            .finish()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.readers.shutdown();
+        self.writer.shutdown();
+    }
+}
+
+fn open_conn(path: &Path, shown: &str, busy: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| schema::map_err(shown, e))?;
+    conn.busy_timeout(busy)
+        .map_err(|e| schema::map_err(shown, e))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Foreign`] for a file that is not a durable database (nothing is
+    /// written to it), [`StoreError::TooNew`] for a newer schema, [`StoreError::Io`]
+    /// when the file cannot be opened or created.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        if path.is_dir() {
+            return Err(StoreError::Foreign {
+                path: shown,
+                reason: "a directory".into(),
+            });
+        }
+        let mut created = false;
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                if meta.len() == 0 {
+                    return Err(StoreError::Foreign {
+                        path: shown,
+                        reason: "an empty file".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !options.create {
+                    return Err(StoreError::Io(format!("no database at {shown}")));
+                }
+                let mut open = std::fs::OpenOptions::new();
+                open.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    open.mode(0o600);
+                }
+                open.open(&path)
+                    .map_err(|e| StoreError::Io(format!("cannot create {shown}: {e}")))?;
+                created = true;
+            }
+            Err(e) => return Err(StoreError::Io(format!("cannot read {shown}: {e}"))),
+        }
+        let result = Self::open_existing(&path, &shown, created, options);
+        if result.is_err() && created {
+            // Leave nothing behind from a failed creation.
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    fn open_existing(
+        path: &Path,
+        shown: &str,
+        created: bool,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let mut conn = open_conn(path, shown, options.busy_timeout)?;
+        // Check identity before anything that writes (journal mode changes the header).
+        schema::prepare(&mut conn, shown, created)?;
+        let err = |e| schema::map_err(shown, e);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Io(format!(
+                "{shown}: cannot switch to WAL (journal mode is {mode})"
+            )));
+        }
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(err)?;
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            let r = open_conn(path, shown, options.busy_timeout)?;
+            r.execute_batch("PRAGMA cache_size = -8000; PRAGMA query_only = 1;")
+                .map_err(err)?;
+            readers.push(r);
+        }
+        let shared = Arc::new(Shared {
+            path: shown.to_owned(),
+            namespace: options.namespace,
+            codec: options.codec,
+        });
+        Ok(SqliteStore {
+            writer: Writer::spawn(conn, shown.to_owned()),
+            readers: Readers::spawn(readers),
+            shared,
+            notify: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &str {
+        &self.shared.path
+    }
+
+    fn wake_workers(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    schema::map_err("database", e)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn check_text(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(StoreError::Invalid(format!("{what} must not be empty")));
+    }
+    if value.contains('\0') {
+        return Err(StoreError::Invalid(format!("{what} must not contain NUL bytes")));
+    }
+    if value.len() > 1000 {
+        return Err(StoreError::Invalid(format!(
+            "{what} is {} bytes long; the limit is 1000",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn encode(&self, kind: &EventKind) -> Result<Vec<u8>, StoreError> {
+        let bytes = rmp_serde::to_vec_named(kind)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode event: {e}")))?;
+        Ok(match &self.codec {
+            Some(c) => c.encode(bytes),
+            None => bytes,
+        })
+    }
+
+    fn decode(&self, key: i64, id: i64, body: Vec<u8>) -> Result<EventKind, StoreError> {
+        let bytes = match &self.codec {
+            Some(c) => c.decode(body).map_err(|e| {
+                StoreError::Corrupt(format!("event {id} of run {key}: codec: {e}"))
+            })?,
+            None => body,
+        };
+        rmp_serde::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
+    }
+
+    /// Appends events at the end of a run's history; returns the first and last ids.
+    fn append(
+        &self,
+        conn: &Connection,
+        key: i64,
+        after: i64,
+        events: &[(i64, EventKind)],
+    ) -> Result<(i64, i64), StoreError> {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql_err)?;
+        let mut id = after;
+        for (time, kind) in events {
+            id += 1;
+            let body = self.encode(kind)?;
+            stmt.execute(params![
+                key,
+                id,
+                time,
+                kind.name(),
+                kind.seq().map(|s| i64::from(s.0)),
+                body
+            ])
+            .map_err(sql_err)?;
+        }
+        Ok((after + 1, id))
+    }
+
+    /// Appends an event from outside the run's owner (a signal, a fired timer, a remote
+    /// activity result) and marks the run ready.
+    fn append_inbound(
+        &self,
+        conn: &Connection,
+        key: i64,
+        kind: EventKind,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = clock::now_ms();
+        let last: Option<i64> = conn
+            .prepare_cached(
+                "UPDATE runs SET last_event_id = last_event_id + 1, last_inbound_id = last_event_id + 1,
+                 ready = CASE WHEN status = 'running' THEN 1 ELSE ready END, updated_at_ms = ?2
+                 WHERE run_key = ?1 AND status IN ('running', 'suspended') RETURNING last_event_id",
+            )
+            .map_err(sql_err)?
+            .query_row(params![key, now], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        self.append(conn, key, last - 1, &[(now, kind)])?;
+        Ok(Some(last))
+    }
+
+    fn latest_run(&self, conn: &Connection, workflow_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+        conn.prepare_cached(
+            "SELECT run_key, status FROM runs WHERE namespace = ?1 AND workflow_id = ?2 ORDER BY run_key DESC LIMIT 1",
+        )
+        .map_err(sql_err)?
+        .query_row(params![self.namespace, workflow_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql_err)
+    }
+}
+
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures";
+
+fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
+    let status: String = r.get(4)?;
+    Ok(RunInfo {
+        key: RunKey(r.get(0)?),
+        workflow_id: WorkflowId(r.get(1)?),
+        run_id: RunId(r.get(2)?),
+        workflow: r.get(3)?,
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Suspended),
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+        last_event_id: EventId(to_u64(r.get(7)?)),
+        owner: r.get(8)?,
+        lease_expires_at_ms: r.get(9)?,
+        reason: r.get(10)?,
+        activation_failures: to_u32(r.get(11)?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn namespace(&self) -> &str {
+        &self.shared.namespace
+    }
+
+    async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
+        check_text("workflow id", req.workflow_id.as_str())?;
+        check_text("workflow name", &req.workflow)?;
+        let shared = self.shared.clone();
+        let out = self
+            .writer
+            .submit(move |conn| {
+                if let Some((key, _)) = shared.latest_run(conn, req.workflow_id.as_str())? {
+                    let (run_id, workflow): (String, String) = conn
+                        .query_row(
+                            "SELECT run_id, workflow FROM runs WHERE run_key = ?1",
+                            [key],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .map_err(sql_err)?;
+                    return Ok(StartOutcome {
+                        key: RunKey(key),
+                        run_id: RunId(run_id),
+                        workflow,
+                        created: false,
+                    });
+                }
+                let now = clock::now_ms();
+                let run_id = RunId::generate();
+                conn.prepare_cached(
+                    "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
+                     last_event_id, last_inbound_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, 1)",
+                )
+                .map_err(sql_err)?
+                .execute(params![shared.namespace, req.workflow_id.as_str(), run_id.as_str(), req.workflow, now])
+                .map_err(sql_err)?;
+                let key = conn.last_insert_rowid();
+                shared.append(
+                    conn,
+                    key,
+                    0,
+                    &[(
+                        now,
+                        EventKind::RunStarted {
+                            workflow: req.workflow.clone(),
+                            input: req.input,
+                            seed: req.seed,
+                        },
+                    )],
+                )?;
+                Ok(StartOutcome {
+                    key: RunKey(key),
+                    run_id,
+                    workflow: req.workflow,
+                    created: true,
+                })
+            })
+            .await?;
+        if out.created {
+            self.wake_workers();
+        }
+        Ok(out)
+    }
+
+    async fn claim_runs(
+        &self,
+        worker: &WorkerId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        let ns = self.shared.namespace.clone();
+        let me = worker.0.clone();
+        let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Look first on a reader, so an idle poll takes no write lock.
+        let candidates: Vec<i64> = self
+            .readers
+            .submit({
+                let me = me.clone();
+                move |conn| {
+                    let now = clock::host_now_ms();
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT run_key FROM runs WHERE namespace = ?1 AND ready = 1 AND status = 'running'
+                             AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3) ORDER BY run_key LIMIT ?4",
+                        )
+                        .map_err(sql_err)?;
+                    let rows = stmt
+                        .query_map(params![ns, me, now, lim], |r| r.get(0))
+                        .map_err(sql_err)?;
+                    rows.collect::<Result<_, _>>().map_err(sql_err)
+                }
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_ms = clock::duration_ms(lease);
+        self.writer
+            .submit(move |conn| {
+                let now = clock::host_now_ms();
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE runs SET fence = CASE WHEN owner = ?2 THEN fence ELSE fence + 1 END,
+                         owner = ?2, lease_expires_at_ms = ?3
+                         WHERE run_key = ?1 AND ready = 1 AND status = 'running'
+                         AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?4)
+                         RETURNING workflow_id, run_id, workflow, fence, last_event_id, activation_failures",
+                    )
+                    .map_err(sql_err)?;
+                let mut claimed = Vec::new();
+                for key in candidates {
+                    let row = stmt
+                        .query_row(params![key, me, now + lease_ms, now], |r| {
+                            Ok(ClaimedRun {
+                                key: RunKey(key),
+                                workflow_id: WorkflowId(r.get(0)?),
+                                run_id: RunId(r.get(1)?),
+                                workflow: r.get(2)?,
+                                fence: FencingToken(to_u64(r.get(3)?)),
+                                last_event_id: EventId(to_u64(r.get(4)?)),
+                                activation_failures: to_u32(r.get(5)?),
+                            })
+                        })
+                        .optional()
+                        .map_err(sql_err)?;
+                    claimed.extend(row);
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn read_history(&self, key: RunKey, after: EventId) -> Result<Vec<Event>, StoreError> {
+        let shared = self.shared.clone();
+        self.readers
+            .submit(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT event_id, time_ms, body FROM events WHERE run_key = ?1 AND event_id > ?2 ORDER BY event_id",
+                    )
+                    .map_err(sql_err)?;
+                let mut rows = stmt
+                    .query(params![key.0, to_i64(after.0)])
+                    .map_err(sql_err)?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next().map_err(sql_err)? {
+                    let id: i64 = row.get(0).map_err(sql_err)?;
+                    let time_ms: i64 = row.get(1).map_err(sql_err)?;
+                    let body: Vec<u8> = row.get(2).map_err(sql_err)?;
+                    events.push(Event {
+                        id: EventId(to_u64(id)),
+                        time_ms,
+                        kind: shared.decode(key.0, id, body)?,
+                    });
+                }
+                Ok(events)
+            })
+            .await
+    }
+
+    async fn commit(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
+        let shared = self.shared.clone();
+        let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        let out = self
+            .writer
+            .submit(move |conn| {
+                let key = c.key.0;
+                let row: Option<(Option<String>, i64, String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT owner, fence, status, last_event_id FROM runs WHERE run_key = ?1",
+                    )
+                    .map_err(sql_err)?
+                    .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
+                    .map_err(sql_err)?;
+                let Some((owner, fence, status, last)) = row else {
+                    return Err(StoreError::Conflict(format!("run {key} does not exist")));
+                };
+                if owner.as_deref() != Some(c.worker.0.as_str())
+                    || to_u64(fence) != c.fence.0
+                    || status != "running"
+                {
+                    return Err(StoreError::Fenced {
+                        run: key.to_string(),
+                        fence: c.fence,
+                    });
+                }
+                let now = clock::host_now_ms();
+                for (seq, attempt) in &c.finished_activities {
+                    let n = conn
+                        .prepare_cached(
+                            "DELETE FROM activity_tasks WHERE run_key = ?1 AND seq = ?2 AND attempt = ?3 AND owner = ?4",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, seq.0, attempt, c.worker.0])
+                        .map_err(sql_err)?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "attempt {attempt} of command {seq} of run {key} was superseded"
+                        )));
+                    }
+                }
+                for seq in &c.fired_timers {
+                    let n = conn
+                        .prepare_cached("DELETE FROM timers WHERE run_key = ?1 AND seq = ?2")
+                        .map_err(sql_err)?
+                        .execute(params![key, seq.0])
+                        .map_err(sql_err)?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "timer {seq} of run {key} already fired"
+                        )));
+                    }
+                }
+                let (first, last_id) = shared.append(conn, key, last, &c.events)?;
+                let mut event_ids = std::collections::HashMap::new();
+                let mut timers = Vec::new();
+                for (i, (_, kind)) in c.events.iter().enumerate() {
+                    let id = first + i64::try_from(i).unwrap_or(0);
+                    match kind {
+                        EventKind::ActivityScheduled { seq, .. } => {
+                            event_ids.insert(seq.0, id);
+                        }
+                        EventKind::TimerStarted { seq, duration_ms } => {
+                            timers.push((seq.0, *duration_ms));
+                        }
+                        _ => {}
+                    }
+                }
+                if c.finish.is_none() {
+                    for a in &c.activities {
+                        let event_id = event_ids.get(&a.seq.0).copied().ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "activity task {} without its ActivityScheduled event",
+                                a.seq
+                            ))
+                        })?;
+                        let (attempt, owner, lease) = if a.local {
+                            (1, Some(c.worker.0.as_str()), now + 60_000)
+                        } else {
+                            (0, None, 0)
+                        };
+                        conn.prepare_cached(
+                            "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
+                             lease_expires_at_ms, available_at_ms, scheduled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, a.seq.0, shared.namespace, a.name, a.task_queue, event_id, attempt, owner, lease, now])
+                        .map_err(sql_err)?;
+                    }
+                    for (seq, duration) in timers {
+                        conn.prepare_cached(
+                            "INSERT INTO timers (run_key, seq, namespace, fire_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, seq, shared.namespace, now.saturating_add(to_i64(duration))])
+                        .map_err(sql_err)?;
+                    }
+                }
+                let read_through = to_i64(c.read_through.0);
+                match c.finish {
+                    Some(status) => {
+                        conn.prepare_cached("DELETE FROM activity_tasks WHERE run_key = ?1")
+                            .map_err(sql_err)?
+                            .execute([key])
+                            .map_err(sql_err)?;
+                        conn.prepare_cached("DELETE FROM timers WHERE run_key = ?1")
+                            .map_err(sql_err)?
+                            .execute([key])
+                            .map_err(sql_err)?;
+                        conn.prepare_cached(
+                            "UPDATE runs SET last_event_id = ?2, status = ?3, ready = 0, owner = NULL,
+                             lease_expires_at_ms = 0, updated_at_ms = ?4, activation_failures = 0 WHERE run_key = ?1",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, last_id, status.as_str(), now])
+                        .map_err(sql_err)?;
+                    }
+                    None => {
+                        conn.prepare_cached(
+                            "UPDATE runs SET last_event_id = ?2, ready = CASE WHEN last_inbound_id > ?3 THEN 1 ELSE 0 END,
+                             updated_at_ms = ?4, activation_failures = 0,
+                             owner = CASE WHEN ?5 THEN owner ELSE NULL END,
+                             lease_expires_at_ms = CASE WHEN ?5 THEN lease_expires_at_ms ELSE 0 END
+                             WHERE run_key = ?1",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, last_id, read_through, now, c.keep_lease])
+                        .map_err(sql_err)?;
+                    }
+                }
+                Ok(CommitOutcome {
+                    first: EventId(to_u64(first)),
+                    last: EventId(to_u64(last_id)),
+                })
+            })
+            .await?;
+        if creates_remote_work {
+            self.wake_workers();
+        }
+        Ok(out)
+    }
+
+    async fn activation_failed(
+        &self,
+        key: RunKey,
+        worker: &WorkerId,
+        fence: FencingToken,
+        reason: &str,
+        suspend: bool,
+    ) -> Result<(), StoreError> {
+        let me = worker.0.clone();
+        let reason = reason.to_owned();
+        self.writer
+            .submit(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE runs SET activation_failures = activation_failures + 1, reason = ?4,
+                         status = CASE WHEN ?5 THEN 'suspended' ELSE status END,
+                         ready = CASE WHEN ?5 THEN 0 ELSE ready END,
+                         owner = NULL, lease_expires_at_ms = 0
+                         WHERE run_key = ?1 AND owner = ?2 AND fence = ?3 AND status = 'running'",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![key.0, me, to_i64(fence.0), reason, suspend])
+                    .map_err(sql_err)?;
+                if n == 0 {
+                    return Err(StoreError::Fenced {
+                        run: key.to_string(),
+                        fence,
+                    });
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_runs(&self, worker: &WorkerId, keys: &[RunKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let me = worker.0.clone();
+        let keys: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        self.writer
+            .submit(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE runs SET owner = NULL, lease_expires_at_ms = 0 WHERE run_key = ?1 AND owner = ?2",
+                    )
+                    .map_err(sql_err)?;
+                for k in keys {
+                    stmt.execute(params![k, me]).map_err(sql_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError> {
+        let me = worker.0.clone();
+        let lease_ms = clock::duration_ms(lease);
+        self.writer
+            .submit(move |conn| {
+                let until = clock::host_now_ms() + lease_ms;
+                conn.prepare_cached("UPDATE runs SET lease_expires_at_ms = ?2 WHERE owner = ?1")
+                    .map_err(sql_err)?
+                    .execute(params![me, until])
+                    .map_err(sql_err)?;
+                conn.prepare_cached(
+                    "UPDATE activity_tasks SET lease_expires_at_ms = ?2 WHERE owner = ?1",
+                )
+                .map_err(sql_err)?
+                .execute(params![me, until])
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim_activities(
+        &self,
+        worker: &WorkerId,
+        names: &[String],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ActivityTask>, StoreError> {
+        if names.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ns = self.shared.namespace.clone();
+        let names_json = serde_json::to_string(names)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+        let candidates: Vec<(i64, i64)> = self
+            .readers
+            .submit({
+                let names_json = names_json.clone();
+                move |conn| {
+                    let now = clock::host_now_ms();
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
+                             AND (owner IS NULL OR lease_expires_at_ms < ?2)
+                             AND name IN (SELECT value FROM json_each(?3)) ORDER BY available_at_ms LIMIT ?4",
+                        )
+                        .map_err(sql_err)?;
+                    let rows = stmt
+                        .query_map(params![ns, now, names_json, lim], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(sql_err)?;
+                    rows.collect::<Result<_, _>>().map_err(sql_err)
+                }
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let me = worker.0.clone();
+        let lease_ms = clock::duration_ms(lease);
+        let shared = self.shared.clone();
+        self.writer
+            .submit(move |conn| {
+                let now = clock::host_now_ms();
+                let mut claimed = Vec::new();
+                for (key, seq) in candidates {
+                    let row: Option<(i64, i64, i64, String, String, String)> = conn
+                        .prepare_cached(
+                            "UPDATE activity_tasks SET attempt = attempt + 1, owner = ?3, lease_expires_at_ms = ?4
+                             WHERE run_key = ?1 AND seq = ?2 AND available_at_ms <= ?5
+                             AND (owner IS NULL OR lease_expires_at_ms < ?5)
+                             RETURNING attempt, event_id, scheduled_at_ms, name,
+                               (SELECT workflow_id FROM runs WHERE runs.run_key = activity_tasks.run_key),
+                               (SELECT run_id FROM runs WHERE runs.run_key = activity_tasks.run_key)",
+                        )
+                        .map_err(sql_err)?
+                        .query_row(params![key, seq, me, now + lease_ms, now], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        })
+                        .optional()
+                        .map_err(sql_err)?;
+                    let Some((attempt, event_id, scheduled_at_ms, name, workflow_id, run_id)) = row
+                    else {
+                        continue;
+                    };
+                    let body: Vec<u8> = conn
+                        .prepare_cached("SELECT body FROM events WHERE run_key = ?1 AND event_id = ?2")
+                        .map_err(sql_err)?
+                        .query_row(params![key, event_id], |r| r.get(0))
+                        .map_err(sql_err)?;
+                    let EventKind::ActivityScheduled { input, options, .. } =
+                        shared.decode(key, event_id, body)?
+                    else {
+                        return Err(StoreError::Corrupt(format!(
+                            "event {event_id} of run {key} is not the schedule of activity task {seq}"
+                        )));
+                    };
+                    claimed.push(ActivityTask {
+                        key: RunKey(key),
+                        workflow_id: WorkflowId(workflow_id),
+                        run_id: RunId(run_id),
+                        seq: CommandSeq(u32::try_from(seq).unwrap_or(0)),
+                        name,
+                        input,
+                        options,
+                        attempt: to_u32(attempt),
+                        scheduled_at_ms,
+                    });
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn report_attempt(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> Result<(), StoreError> {
+        let me = worker.0.clone();
+        let shared = self.shared.clone();
+        let appends = !matches!(result, AttemptResult::Retry { .. });
+        self.writer
+            .submit(move |conn| {
+                let owned: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM activity_tasks WHERE run_key = ?1 AND seq = ?2 AND attempt = ?3 AND owner = ?4",
+                    )
+                    .map_err(sql_err)?
+                    .query_row(params![key.0, seq.0, attempt, me], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                if owned.is_none() {
+                    return Err(StoreError::Conflict(format!(
+                        "attempt {attempt} of command {seq} of run {key} was superseded"
+                    )));
+                }
+                match result {
+                    AttemptResult::Retry {
+                        error,
+                        next_attempt_at_ms,
+                    } => {
+                        conn.prepare_cached(
+                            "UPDATE activity_tasks SET owner = NULL, lease_expires_at_ms = 0, available_at_ms = ?3,
+                             last_error = ?4 WHERE run_key = ?1 AND seq = ?2",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key.0, seq.0, next_attempt_at_ms, error.to_string()])
+                        .map_err(sql_err)?;
+                    }
+                    AttemptResult::Completed(output) => {
+                        conn.prepare_cached("DELETE FROM activity_tasks WHERE run_key = ?1 AND seq = ?2")
+                            .map_err(sql_err)?
+                            .execute(params![key.0, seq.0])
+                            .map_err(sql_err)?;
+                        shared.append_inbound(
+                            conn,
+                            key.0,
+                            EventKind::ActivityCompleted {
+                                seq,
+                                output,
+                                attempt,
+                            },
+                        )?;
+                    }
+                    AttemptResult::Failed(mut error) => {
+                        error.set_attempts(attempt);
+                        conn.prepare_cached("DELETE FROM activity_tasks WHERE run_key = ?1 AND seq = ?2")
+                            .map_err(sql_err)?
+                            .execute(params![key.0, seq.0])
+                            .map_err(sql_err)?;
+                        shared.append_inbound(conn, key.0, EventKind::ActivityFailed { seq, error })?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        if appends {
+            self.wake_workers();
+        }
+        Ok(())
+    }
+
+    async fn fire_due_timers(&self, limit: usize, grace: Duration) -> Result<usize, StoreError> {
+        let ns = self.shared.namespace.clone();
+        let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+        let grace_ms = clock::duration_ms(grace);
+        let due: Vec<(i64, i64)> = self
+            .readers
+            .submit(move |conn| {
+                let now = clock::host_now_ms();
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT t.run_key, t.seq FROM timers t JOIN runs r ON r.run_key = t.run_key
+                         WHERE t.namespace = ?1 AND t.fire_at_ms <= ?2
+                         AND (r.owner IS NULL OR r.lease_expires_at_ms < ?2 OR t.fire_at_ms <= ?2 - ?3)
+                         ORDER BY t.fire_at_ms LIMIT ?4",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![ns, now, grace_ms, lim], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(sql_err)?;
+                rows.collect::<Result<_, _>>().map_err(sql_err)
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let shared = self.shared.clone();
+        let fired = self
+            .writer
+            .submit(move |conn| {
+                let mut fired = 0;
+                for (key, seq) in due {
+                    let n = conn
+                        .prepare_cached("DELETE FROM timers WHERE run_key = ?1 AND seq = ?2")
+                        .map_err(sql_err)?
+                        .execute(params![key, seq])
+                        .map_err(sql_err)?;
+                    if n == 1 {
+                        let seq = CommandSeq(u32::try_from(seq).unwrap_or(0));
+                        shared.append_inbound(conn, key, EventKind::TimerFired { seq })?;
+                        fired += 1;
+                    }
+                }
+                Ok(fired)
+            })
+            .await?;
+        if fired > 0 {
+            self.wake_workers();
+        }
+        Ok(fired)
+    }
+
+    async fn signal(
+        &self,
+        workflow_id: &WorkflowId,
+        name: &str,
+        payload: Payload,
+    ) -> Result<(), StoreError> {
+        check_text("signal name", name)?;
+        let shared = self.shared.clone();
+        let wid = workflow_id.clone();
+        let name = name.to_owned();
+        self.writer
+            .submit(move |conn| {
+                let Some((key, _)) = shared.latest_run(conn, wid.as_str())? else {
+                    return Err(StoreError::NotFound(wid));
+                };
+                match shared.append_inbound(conn, key, EventKind::SignalReceived { name, payload })? {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::Finished(wid)),
+                }
+            })
+            .await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    async fn request_cancel(
+        &self,
+        workflow_id: &WorkflowId,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let wid = workflow_id.clone();
+        let reason = reason.to_owned();
+        self.writer
+            .submit(move |conn| {
+                let Some((key, _)) = shared.latest_run(conn, wid.as_str())? else {
+                    return Err(StoreError::NotFound(wid));
+                };
+                match shared.append_inbound(conn, key, EventKind::CancelRequested { reason })? {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::Finished(wid)),
+                }
+            })
+            .await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    async fn resume(&self, workflow_id: &WorkflowId) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let wid = workflow_id.clone();
+        self.writer
+            .submit(move |conn| {
+                let Some((key, status)) = shared.latest_run(conn, wid.as_str())? else {
+                    return Err(StoreError::NotFound(wid));
+                };
+                if status != "suspended" {
+                    return Err(StoreError::Invalid(format!(
+                        "run '{wid}' is {status}, not suspended; only a suspended run can be retried"
+                    )));
+                }
+                conn.execute(
+                    "UPDATE runs SET status = 'running', ready = 1, reason = NULL, activation_failures = 0,
+                     owner = NULL, lease_expires_at_ms = 0 WHERE run_key = ?1",
+                    [key],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    async fn find_run(&self, workflow_id: &WorkflowId) -> Result<Option<RunInfo>, StoreError> {
+        let ns = self.shared.namespace.clone();
+        let wid = workflow_id.0.clone();
+        self.readers
+            .submit(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1 AND workflow_id = ?2 ORDER BY run_key DESC LIMIT 1"
+                ))
+                .map_err(sql_err)?
+                .query_row(params![ns, wid], run_info)
+                .optional()
+                .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunInfo>, StoreError> {
+        let ns = self.shared.namespace.clone();
+        self.readers
+            .submit(move |conn| {
+                let limit = if filter.limit == 0 { 1000 } else { filter.limit };
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1
+                         AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR workflow = ?3)
+                         AND (?4 IS NULL OR updated_at_ms < ?4) AND (?5 IS NULL OR created_at_ms >= ?5)
+                         ORDER BY run_key DESC LIMIT ?6"
+                    ))
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![
+                            ns,
+                            filter.status.map(RunStatus::as_str),
+                            filter.workflow,
+                            filter.updated_before_ms,
+                            filter.created_after_ms,
+                            i64::try_from(limit).unwrap_or(i64::MAX)
+                        ],
+                        run_info,
+                    )
+                    .map_err(sql_err)?;
+                rows.collect::<Result<_, _>>().map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn pending_activities(&self, key: RunKey) -> Result<Vec<PendingActivity>, StoreError> {
+        self.readers
+            .submit(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error
+                         FROM activity_tasks WHERE run_key = ?1 ORDER BY seq",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map([key.0], |r| {
+                        Ok(PendingActivity {
+                            seq: CommandSeq(u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                            name: r.get(1)?,
+                            task_queue: r.get(2)?,
+                            attempt: to_u32(r.get(3)?),
+                            owner: r.get(4)?,
+                            available_at_ms: r.get(5)?,
+                            last_error: r.get(6)?,
+                        })
+                    })
+                    .map_err(sql_err)?;
+                rows.collect::<Result<_, _>>().map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn pending_timers(&self, key: RunKey) -> Result<Vec<PendingTimer>, StoreError> {
+        self.readers
+            .submit(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT seq, fire_at_ms FROM timers WHERE run_key = ?1 ORDER BY fire_at_ms")
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map([key.0], |r| {
+                        Ok(PendingTimer {
+                            seq: CommandSeq(u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                            fire_at_ms: r.get(1)?,
+                        })
+                    })
+                    .map_err(sql_err)?;
+                rows.collect::<Result<_, _>>().map_err(sql_err)
+            })
+            .await
+    }
+
+    fn work_notifier(&self) -> Arc<tokio::sync::Notify> {
+        self.notify.clone()
+    }
+}

@@ -1,0 +1,221 @@
+//! The one writer thread (group commit) and the reader threads of a SQLite store.
+//!
+//! Every write is a job sent to the writer. The writer takes all jobs waiting, runs
+//! each inside its own savepoint of one `BEGIN IMMEDIATE` transaction, commits once
+//! (one fsync for the whole batch under `synchronous=FULL`) and only then answers each
+//! job. A job that fails is rolled back to its savepoint alone; a commit that fails
+//! answers every job of the batch with the error, and nothing of it is on disk.
+
+use crate::error::StoreError;
+use rusqlite::Connection;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// How a job's answer is delivered once the batch's fate is known.
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write job: runs in a savepoint (or is told why it cannot run) and returns whether
+/// it failed, and its reply.
+pub(crate) type WriteJob =
+    Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Reply) + Send>;
+/// A read job.
+pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The largest number of jobs committed together.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct Writer {
+    tx: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(conn: Connection, path: String) -> Self {
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let handle = std::thread::Builder::new()
+            .name("durable-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, path))
+            .expect("spawning the writer thread");
+        Writer {
+            tx: Mutex::new(Some(tx)),
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Queues `f` and resolves with its result once its batch committed.
+    pub(crate) fn submit<T, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: WriteJob = Box::new(move |conn: Result<&Connection, StoreError>| {
+            let result = conn.and_then(f);
+            let failed = result.is_err();
+            let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
+                let answer = match (result, commit) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(e),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                let _ = reply_tx.send(answer);
+            });
+            (failed, reply)
+        });
+        let sent = match self.tx.lock() {
+            Ok(guard) => guard.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false),
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            reply_rx.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut h) = self.handle.lock() {
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, path: String) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch, &path);
+    }
+    // Leave a clean WAL behind when the process ends normally.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+}
+
+fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) {
+    if let Err(e) = begin_immediate(conn) {
+        let err = super::schema::map_err(path, e);
+        for job in batch {
+            // Answer without running: nothing was written.
+            let (_, reply) = job(Err(err.clone()));
+            reply(Err(err.clone()));
+        }
+        return;
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            replies.push(job(Err(super::schema::map_err(path, e))).1);
+            continue;
+        }
+        let (failed, reply) = job(Ok(conn));
+        if failed {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        } else {
+            let _ = conn.execute_batch("RELEASE job");
+        }
+        replies.push(reply);
+    }
+    let committed = conn
+        .execute_batch("COMMIT")
+        .map_err(|e| super::schema::map_err(path, e));
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.clone());
+    }
+}
+
+fn begin_immediate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // busy_timeout makes SQLite wait for another process's write lock; a few more tries
+    // cover the rare busy answer that skips the handler.
+    let mut tries = 0;
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 50 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reader threads, each with its own connection, sharing one queue.
+pub(crate) struct Readers {
+    tx: Mutex<Option<mpsc::Sender<ReadJob>>>,
+}
+
+impl Readers {
+    pub(crate) fn spawn(conns: Vec<Connection>) -> Self {
+        let (tx, rx) = mpsc::channel::<ReadJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, conn) in conns.into_iter().enumerate() {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("durable-sqlite-reader-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&conn),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawning a reader thread");
+        }
+        Readers {
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    pub(crate) fn submit<T, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn: &Connection| {
+            let _ = reply_tx.send(f(conn));
+        });
+        let sent = match self.tx.lock() {
+            Ok(guard) => guard.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false),
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            reply_rx.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+    }
+}
