@@ -1,1 +1,89 @@
-//! placeholder
+//! Durable execution for Rust: workflows are plain `async fn`s whose every activity
+//! result, timer and signal is recorded in an event log, so a crashed worker's runs are
+//! finished by the next worker, which replays the log through the same code. No server:
+//! the log is an embedded SQLite file.
+//!
+//! ```no_run
+//! use durable::prelude::*;
+//! use std::time::Duration;
+//!
+//! #[derive(Serialize, Deserialize, Clone)]
+//! struct Order { id: String, items: Vec<String> }
+//!
+//! #[activity]
+//! async fn reserve(_ctx: ActivityContext, items: Vec<String>) -> Result<u32, ActivityError> {
+//!     Ok(items.len() as u32)
+//! }
+//!
+//! #[workflow]
+//! async fn order(ctx: WorkflowContext, order: Order) -> Result<u32, WorkflowError> {
+//!     let reserved = ctx
+//!         .activity::<reserve>(order.items.clone())
+//!         .retry(RetryPolicy::exponential(Duration::from_secs(2)).max_attempts(3))
+//!         .start_to_close(Duration::from_secs(30))
+//!         .await?;
+//!     ctx.sleep(Duration::from_secs(60)).await;
+//!     Ok(reserved)
+//! }
+//!
+//! fn main() {
+//!     let registry = Registry::new().workflow::<order>().activity::<reserve>();
+//!     // Every worker binary gets the same CLI: worker, start, result, status, list,
+//!     // signal, history, run, ...
+//!     std::process::exit(durable::cli::main(registry));
+//! }
+//! ```
+//!
+//! # Concepts
+//!
+//! A *run* is one execution of a workflow, named by a caller-chosen workflow id. Its
+//! *history* is an append-only list of *events*. Workflow code issues *commands*
+//! (schedule an activity, start a timer, wait for a signal); each is recorded, and on
+//! replay each is matched by its number against history. An *activation* applies one
+//! inbound event and runs the code until it waits again.
+//!
+//! # Determinism
+//!
+//! Workflow code must issue the same commands when replayed. Take time, randomness and
+//! waiting from the [`WorkflowContext`] (`ctx.now()`, `ctx.random()`, `ctx.uuid()`,
+//! `ctx.sleep(..)`); iterate `BTreeMap`s rather than `HashMap`s; run branches
+//! concurrently with `futures::join!` or [`join_all`](futures::future::join_all); select
+//! with [`futures::select_biased!`] or [`futures::future::select`], which poll in order
+//! (never `futures::select!`, which picks a random ready branch). `#[workflow]` rejects
+//! `tokio::spawn`, tokio timers, `thread::sleep`, `SystemTime::now`, `Instant::now` and
+//! random number generators in a workflow body at compile time, and workflow code runs
+//! on a thread without a tokio runtime, so indirect uses fail with a clear error.
+//! Version changes for runs in flight with [`WorkflowContext::patched`].
+//!
+//! # Feature flags
+//!
+//! - `sqlite` (default): the embedded SQLite store.
+
+pub use durable_core::{
+    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
+    EventId, EventKind, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
+    ReplayOutcome, ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, SignalWait,
+    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, error, store,
+};
+pub use durable_macros::{activity, workflow};
+pub use durable_worker::client::RunOutcome;
+pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli};
+
+#[cfg(feature = "sqlite")]
+pub use durable_core::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+/// Everything a typical workflow module needs.
+pub mod prelude {
+    pub use crate::{
+        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Worker, WorkerOptions,
+        WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// What `#[workflow]` and `#[activity]` expand to; not part of the documented API.
+#[doc(hidden)]
+pub mod __private {
+    pub use durable_core::{Activity, ActivityContext, ActivityError, Workflow, WorkflowContext, WorkflowError};
+    pub use futures::future::{BoxFuture, LocalBoxFuture};
+}

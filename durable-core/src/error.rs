@@ -97,6 +97,14 @@ impl ActivityError {
     pub(crate) fn set_attempts(&mut self, attempts: u32) {
         self.attempts = attempts;
     }
+
+    /// The same error with the number of attempts made (the engine sets this when the
+    /// failure becomes final).
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
 }
 
 impl fmt::Display for ActivityError {

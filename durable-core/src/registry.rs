@@ -154,14 +154,15 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a workflow (pass the unit struct `#[workflow]` made).
+    /// Adds a workflow: `registry.workflow::<order>()`, naming the handle `#[workflow]`
+    /// made.
     ///
     /// # Panics
     ///
     /// When another workflow is already registered under the same name: two bodies for
     /// one name would make histories ambiguous.
     #[must_use]
-    pub fn workflow<W: Workflow>(mut self, _workflow: W) -> Self {
+    pub fn workflow<W: Workflow>(mut self) -> Self {
         let old = self
             .workflows
             .insert(W::NAME, Arc::new(WorkflowEntry::<W>(Default::default())));
@@ -169,13 +170,13 @@ impl Registry {
         self
     }
 
-    /// Adds an activity (pass the unit struct `#[activity]` made).
+    /// Adds an activity: `registry.activity::<check_inventory>()`.
     ///
     /// # Panics
     ///
     /// When another activity is already registered under the same name.
     #[must_use]
-    pub fn activity<A: Activity>(mut self, _activity: A) -> Self {
+    pub fn activity<A: Activity>(mut self) -> Self {
         let old = self
             .activities
             .insert(A::NAME, Arc::new(ActivityEntry::<A>(Default::default())));

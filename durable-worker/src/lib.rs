@@ -1,1 +1,10 @@
-//! placeholder
+//! The tokio worker, the [`Client`] and the CLI that every durable worker binary gets.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod worker;
+
+pub use client::Client;
+pub use error::{ClientError, WorkerError};
+pub use worker::{ShutdownHandle, Worker, WorkerOptions, WorkerStats};

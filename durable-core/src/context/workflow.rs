@@ -94,7 +94,11 @@ impl WorkflowContext {
     /// The call is recorded with its name and input when first polled; on replay the
     /// recorded result is returned and the activity does not run again. Changing the
     /// activity or its input for a run in flight is reported as non-determinism.
-    pub fn activity<A: Activity>(&self, _activity: A, input: A::Input) -> ActivityCall<A::Output> {
+    ///
+    /// ```ignore
+    /// let reservation = ctx.activity::<check_inventory>(order.items.clone()).await?;
+    /// ```
+    pub fn activity<A: Activity>(&self, input: A::Input) -> ActivityCall<A::Output> {
         ActivityCall {
             state: self.state.clone(),
             name: A::NAME,

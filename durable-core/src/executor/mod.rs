@@ -71,7 +71,7 @@ impl std::fmt::Debug for RunMachine {
 
 /// Renders a caught panic payload as text, with a hint when tokio was used from
 /// workflow code (which has no runtime on the workflow executor).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

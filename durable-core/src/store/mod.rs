@@ -176,6 +176,17 @@ pub struct NewActivityTask {
     pub local: bool,
 }
 
+/// An inbound event waiting for the run's owner to apply it.
+#[derive(Clone, Debug)]
+pub struct InboxItem {
+    /// The inbox entry's id (increasing in arrival order).
+    pub id: i64,
+    /// When it arrived (ms since the epoch).
+    pub time_ms: i64,
+    /// The event.
+    pub kind: EventKind,
+}
+
 /// Everything one activation (or several, in order) of a run appends, atomically.
 #[derive(Clone, Debug)]
 pub struct Commit {
@@ -185,10 +196,15 @@ pub struct Commit {
     pub worker: WorkerId,
     /// The fencing token from the claim.
     pub fence: FencingToken,
-    /// Every event up to this one was read by the committer.
-    pub read_through: EventId,
+    /// The run's last event as the committer knows it; `events` are numbered from the
+    /// next one. A mismatch means another writer appended: the commit is refused.
+    pub after: EventId,
     /// The events to append, in order, with their times.
     pub events: Vec<(i64, EventKind)>,
+    /// Inbox entries applied by this commit (moved into `events`).
+    pub consumed_inbox: Vec<i64>,
+    /// The lease of local activity attempts created by this commit.
+    pub lease: Duration,
     /// Activity tasks to create.
     pub activities: Vec<NewActivityTask>,
     /// Local activity attempts whose results are among `events`: (command, attempt).
@@ -298,6 +314,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The events of a run after `after`, in order.
     async fn read_history(&self, key: RunKey, after: EventId) -> Result<Vec<Event>, StoreError>;
+
+    /// The inbound events waiting for the run's owner, in arrival order.
+    async fn read_inbox(&self, key: RunKey) -> Result<Vec<InboxItem>, StoreError>;
 
     /// Appends an activation's events and index changes, checking the fencing token.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;

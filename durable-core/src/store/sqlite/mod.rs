@@ -6,7 +6,7 @@ mod schema;
 mod writer;
 
 use super::{
-    ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, PendingActivity,
+    ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
     PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
 };
 use crate::clock;
@@ -304,8 +304,9 @@ impl Shared {
         Ok((after + 1, id))
     }
 
-    /// Appends an event from outside the run's owner (a signal, a fired timer, a remote
-    /// activity result) and marks the run ready.
+    /// Queues an event from outside the run's owner (a signal, a fired timer, a remote
+    /// activity result) in the run's inbox and marks the run ready. `None` when the run
+    /// is finished.
     fn append_inbound(
         &self,
         conn: &Connection,
@@ -313,21 +314,24 @@ impl Shared {
         kind: EventKind,
     ) -> Result<Option<i64>, StoreError> {
         let now = clock::now_ms();
-        let last: Option<i64> = conn
+        let running: Option<i64> = conn
             .prepare_cached(
-                "UPDATE runs SET last_event_id = last_event_id + 1, last_inbound_id = last_event_id + 1,
-                 ready = CASE WHEN status = 'running' THEN 1 ELSE ready END, updated_at_ms = ?2
-                 WHERE run_key = ?1 AND status IN ('running', 'suspended') RETURNING last_event_id",
+                "UPDATE runs SET ready = CASE WHEN status = 'running' THEN 1 ELSE ready END
+                 WHERE run_key = ?1 AND status IN ('running', 'suspended') RETURNING run_key",
             )
             .map_err(sql_err)?
-            .query_row(params![key, now], |r| r.get(0))
+            .query_row(params![key], |r| r.get(0))
             .optional()
             .map_err(sql_err)?;
-        let Some(last) = last else {
+        if running.is_none() {
             return Ok(None);
-        };
-        self.append(conn, key, last - 1, &[(now, kind)])?;
-        Ok(Some(last))
+        }
+        let body = self.encode(&kind)?;
+        conn.prepare_cached("INSERT INTO inbox (run_key, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(sql_err)?
+            .execute(params![key, now, kind.name(), body])
+            .map_err(sql_err)?;
+        Ok(Some(conn.last_insert_rowid()))
     }
 
     fn latest_run(&self, conn: &Connection, workflow_id: &str) -> Result<Option<(i64, String)>, StoreError> {
@@ -393,7 +397,7 @@ impl Store for SqliteStore {
                 let run_id = RunId::generate();
                 conn.prepare_cached(
                     "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                     last_event_id, last_inbound_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, 1)",
+                     last_event_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1)",
                 )
                 .map_err(sql_err)?
                 .execute(params![shared.namespace, req.workflow_id.as_str(), run_id.as_str(), req.workflow, now])
@@ -522,6 +526,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn read_inbox(&self, key: RunKey) -> Result<Vec<InboxItem>, StoreError> {
+        let shared = self.shared.clone();
+        self.readers
+            .submit(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT inbox_id, time_ms, body FROM inbox WHERE run_key = ?1 ORDER BY inbox_id",
+                    )
+                    .map_err(sql_err)?;
+                let mut rows = stmt.query([key.0]).map_err(sql_err)?;
+                let mut items = Vec::new();
+                while let Some(row) = rows.next().map_err(sql_err)? {
+                    let id: i64 = row.get(0).map_err(sql_err)?;
+                    let time_ms: i64 = row.get(1).map_err(sql_err)?;
+                    let body: Vec<u8> = row.get(2).map_err(sql_err)?;
+                    items.push(InboxItem {
+                        id,
+                        time_ms,
+                        kind: shared.decode(key.0, -id, body)?,
+                    });
+                }
+                Ok(items)
+            })
+            .await
+    }
+
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let shared = self.shared.clone();
         let creates_remote_work = c.activities.iter().any(|a| !a.local);
@@ -543,6 +573,7 @@ impl Store for SqliteStore {
                 if owner.as_deref() != Some(c.worker.0.as_str())
                     || to_u64(fence) != c.fence.0
                     || status != "running"
+                    || to_u64(last) != c.after.0
                 {
                     return Err(StoreError::Fenced {
                         run: key.to_string(),
@@ -550,6 +581,19 @@ impl Store for SqliteStore {
                     });
                 }
                 let now = clock::host_now_ms();
+                let lease_ms = clock::duration_ms(c.lease);
+                for inbox_id in &c.consumed_inbox {
+                    let n = conn
+                        .prepare_cached("DELETE FROM inbox WHERE inbox_id = ?1 AND run_key = ?2")
+                        .map_err(sql_err)?
+                        .execute(params![inbox_id, key])
+                        .map_err(sql_err)?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "inbox entry {inbox_id} of run {key} was already applied"
+                        )));
+                    }
+                }
                 for (seq, attempt) in &c.finished_activities {
                     let n = conn
                         .prepare_cached(
@@ -600,7 +644,7 @@ impl Store for SqliteStore {
                             ))
                         })?;
                         let (attempt, owner, lease) = if a.local {
-                            (1, Some(c.worker.0.as_str()), now + 60_000)
+                            (1, Some(c.worker.0.as_str()), now + lease_ms)
                         } else {
                             (0, None, 0)
                         };
@@ -621,7 +665,6 @@ impl Store for SqliteStore {
                         .map_err(sql_err)?;
                     }
                 }
-                let read_through = to_i64(c.read_through.0);
                 match c.finish {
                     Some(status) => {
                         conn.prepare_cached("DELETE FROM activity_tasks WHERE run_key = ?1")
@@ -629,6 +672,10 @@ impl Store for SqliteStore {
                             .execute([key])
                             .map_err(sql_err)?;
                         conn.prepare_cached("DELETE FROM timers WHERE run_key = ?1")
+                            .map_err(sql_err)?
+                            .execute([key])
+                            .map_err(sql_err)?;
+                        conn.prepare_cached("DELETE FROM inbox WHERE run_key = ?1")
                             .map_err(sql_err)?
                             .execute([key])
                             .map_err(sql_err)?;
@@ -642,14 +689,15 @@ impl Store for SqliteStore {
                     }
                     None => {
                         conn.prepare_cached(
-                            "UPDATE runs SET last_event_id = ?2, ready = CASE WHEN last_inbound_id > ?3 THEN 1 ELSE 0 END,
-                             updated_at_ms = ?4, activation_failures = 0,
-                             owner = CASE WHEN ?5 THEN owner ELSE NULL END,
-                             lease_expires_at_ms = CASE WHEN ?5 THEN lease_expires_at_ms ELSE 0 END
+                            "UPDATE runs SET last_event_id = ?2,
+                             ready = EXISTS (SELECT 1 FROM inbox WHERE inbox.run_key = ?1),
+                             updated_at_ms = ?3, activation_failures = 0,
+                             owner = CASE WHEN ?4 THEN owner ELSE NULL END,
+                             lease_expires_at_ms = CASE WHEN ?4 THEN lease_expires_at_ms ELSE 0 END
                              WHERE run_key = ?1",
                         )
                         .map_err(sql_err)?
-                        .execute(params![key, last_id, read_through, now, c.keep_lease])
+                        .execute(params![key, last_id, now, c.keep_lease])
                         .map_err(sql_err)?;
                     }
                 }

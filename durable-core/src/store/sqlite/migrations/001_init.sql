@@ -9,7 +9,6 @@ CREATE TABLE runs (
     created_at_ms       INTEGER NOT NULL,
     updated_at_ms       INTEGER NOT NULL,
     last_event_id       INTEGER NOT NULL,
-    last_inbound_id     INTEGER NOT NULL,
     ready               INTEGER NOT NULL,
     owner               TEXT,
     fence               INTEGER NOT NULL DEFAULT 0,
@@ -58,3 +57,15 @@ CREATE TABLE timers (
     PRIMARY KEY (run_key, seq)
 ) WITHOUT ROWID;
 CREATE INDEX timers_due ON timers (namespace, fire_at_ms);
+
+-- Events from outside the run's owner (signals, fired timers, results of activities run
+-- elsewhere, cancel requests) wait here until the owner applies them and moves them into
+-- the history in the order it applied them: only the owner ever appends to `events`.
+CREATE TABLE inbox (
+    inbox_id INTEGER PRIMARY KEY,
+    run_key  INTEGER NOT NULL,
+    time_ms  INTEGER NOT NULL,
+    kind     TEXT    NOT NULL,
+    body     BLOB    NOT NULL
+);
+CREATE INDEX inbox_by_run ON inbox (run_key, inbox_id);

@@ -1,0 +1,652 @@
+//! The CLI every worker binary gets: `durable::cli::main(registry)`.
+//!
+//! ```text
+//! worker                                      run a worker until Ctrl-C
+//! start <workflow> --input JSON [--id ID]     print the workflow id; same id twice = same run
+//! result <id> [--wait] [--timeout SECS]       the output as JSON, or the failure
+//! status <id> | list [--status S] [--workflow W] [--stuck DURATION]
+//! history <id> [--json]                       the events, payloads decoded to JSON
+//! signal <id> <name> --payload JSON
+//! cancel <id> | retry <id>
+//! replay <id>                                 run the code against the history
+//! run <workflow> --input JSON                 start a worker, start a run, wait, print
+//! ```
+//!
+//! Exit codes: 0 success; 1 the run failed (`result`, `run`); 2 an error (bad input,
+//! unknown run, not a durable database); 3 the run did not finish in time.
+
+mod output;
+
+/// Prints a line on stdout; a closed pipe (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+use crate::client::{Client, RunOutcome};
+use crate::error::ClientError;
+use crate::worker::{Worker, WorkerOptions};
+use clap::{Parser, Subcommand};
+use durable_core::error::StoreError;
+use durable_core::ids::{EventId, WorkflowId};
+use durable_core::payload::Payload;
+use durable_core::registry::Registry;
+use durable_core::replay::{ReplayOutcome, Replayer};
+use durable_core::store::sqlite::{SqliteOptions, SqliteStore};
+use durable_core::store::{RunFilter, RunStatus, SharedStore};
+use durable_core::{RunIdentity, clock};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit code: the run failed.
+pub const EXIT_RUN_FAILED: i32 = 1;
+/// Exit code: an error (bad input, unknown run, database problem).
+pub const EXIT_ERROR: i32 = 2;
+/// Exit code: the run did not finish in time.
+pub const EXIT_TIMEOUT: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(about = "A durable worker binary: run workers and inspect runs", long_about = None)]
+struct Cli {
+    /// The SQLite database file.
+    #[arg(long, global = true, default_value = "./durable.db", env = "DURABLE_DB")]
+    db: String,
+    /// The namespace to work in.
+    #[arg(long, global = true, default_value = "default", env = "DURABLE_NAMESPACE")]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct WorkerArgs {
+    /// Lease length in milliseconds (a dead worker's runs move after this long).
+    #[arg(long, default_value_t = 10_000, env = "DURABLE_LEASE_MS")]
+    lease_ms: u64,
+    /// Poll interval in milliseconds.
+    #[arg(long, default_value_t = 50, env = "DURABLE_POLL_MS")]
+    poll_ms: u64,
+    /// Activities running at once.
+    #[arg(long, default_value_t = 1000)]
+    max_activities: usize,
+    /// Runs kept in memory.
+    #[arg(long, default_value_t = 10_000)]
+    max_cached_runs: usize,
+}
+
+impl WorkerArgs {
+    fn options(&self) -> WorkerOptions {
+        WorkerOptions {
+            lease: Duration::from_millis(self.lease_ms.max(10)),
+            poll_interval: Duration::from_millis(self.poll_ms.max(1)),
+            max_concurrent_activities: self.max_activities.max(1),
+            max_cached_runs: self.max_cached_runs.max(1),
+            ..WorkerOptions::default()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a worker until Ctrl-C.
+    Worker(WorkerArgs),
+    /// Start a run and print its workflow id.
+    Start {
+        /// The workflow name.
+        workflow: String,
+        /// The input as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// The workflow id (default: a new UUID). Starting an existing id returns it.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Print the output of a run as JSON (exit 1 if it failed).
+    Result {
+        /// The workflow id.
+        id: String,
+        /// Wait for the run to finish.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit 3).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Show a run's state and what it is waiting for.
+    Status {
+        /// The workflow id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only runs with this status (running, completed, failed, suspended).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only running runs with no progress for this long (e.g. 10m, 2h).
+        #[arg(long)]
+        stuck: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's history.
+    History {
+        /// The workflow id.
+        id: String,
+        /// One JSON object per line per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a run.
+    Signal {
+        /// The workflow id.
+        id: String,
+        /// The signal name.
+        name: String,
+        /// The body as JSON.
+        #[arg(long, default_value = "null")]
+        payload: String,
+    },
+    /// Ask a run to cancel.
+    Cancel {
+        /// The workflow id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
+    },
+    /// Resume a suspended run (after fixing the code that made its activation fail).
+    Retry {
+        /// The workflow id.
+        id: String,
+    },
+    /// Replay a run's history through this binary's code and report divergence.
+    Replay {
+        /// The workflow id.
+        id: String,
+    },
+    /// Start a worker and a run, wait for the result, print it.
+    Run {
+        /// The workflow name.
+        workflow: String,
+        /// The input as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// The workflow id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Give up after this many seconds (exit 3).
+        #[arg(long)]
+        timeout: Option<f64>,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+/// A failure of a subcommand: the message and the exit code.
+#[derive(Debug)]
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn error(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::error(e.to_string())
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::Failed { .. } => EXIT_RUN_FAILED,
+            ClientError::Timeout(_) => EXIT_TIMEOUT,
+            _ => EXIT_ERROR,
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Failure { code, message }
+    }
+}
+
+/// Parses the process's arguments and runs the subcommand; returns the exit code.
+/// Errors are printed as one `error: ...` line on stderr.
+pub fn main(registry: Registry) -> i32 {
+    main_from(registry, std::env::args_os())
+}
+
+/// Like [`main`] with explicit arguments (the first is the program name).
+pub fn main_from<I, T>(registry: Registry, args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(matches!(cli.command, Command::Worker(_) | Command::Run { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            esay!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(dispatch(cli, registry)) {
+        Ok(()) => 0,
+        Err(f) => {
+            esay!("error: {}", f.message.replace('\n', " "));
+            f.code
+        }
+    }
+}
+
+fn init_tracing(worker: bool) {
+    let default = if worker { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DURABLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn open_store(cli: &Cli, create: bool) -> Result<SharedStore, Failure> {
+    let store = SqliteStore::open(
+        &cli.db,
+        SqliteOptions {
+            namespace: cli.namespace.clone(),
+            create,
+            ..SqliteOptions::default()
+        },
+    )
+    .map_err(|e| match e {
+        StoreError::Io(msg) if msg.starts_with("no database at") => {
+            Failure::error(format!("{msg}; start a run or a worker first, or pass --db"))
+        }
+        e => Failure::from(e),
+    })?;
+    Ok(Arc::new(store))
+}
+
+fn parse_input(registry: &Registry, workflow: &str, json: &str) -> Result<Payload, Failure> {
+    let wf = registry.find_workflow(workflow).ok_or_else(|| {
+        Failure::error(format!(
+            "unknown workflow {workflow:?}; this binary has: {}",
+            registry.workflow_names().join(", ")
+        ))
+    })?;
+    wf.input_from_json(json)
+        .map_err(|e| Failure::error(format!("--input: {e}")))
+}
+
+fn output_json(registry: &Registry, workflow: &str, p: &Payload) -> serde_json::Value {
+    registry
+        .find_workflow(workflow)
+        .and_then(|w| w.output_to_json(p).ok())
+        .or_else(|| p.to_json().ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn timeout_arg(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(Failure::error(format!(
+            "--timeout must be a number of seconds between 0 and 1e9, not {s}"
+        ))),
+    }
+}
+
+async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Worker(args) => {
+            let store = open_store(&cli, true)?;
+            run_worker(store, registry, args.options()).await
+        }
+        Command::Start {
+            workflow,
+            input,
+            id,
+        } => {
+            let payload = parse_input(&registry, workflow, input)?;
+            let store = open_store(&cli, true)?;
+            let client = Client::new(store);
+            let id = WorkflowId(id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+            let out = client.start_encoded(workflow, id.clone(), payload).await?;
+            if !out.created {
+                esay!("note: run '{id}' already exists (run id {}); not started again", out.run_id);
+            }
+            say!("{id}");
+            Ok(())
+        }
+        Command::Result { id, wait, timeout } => {
+            let timeout = timeout_arg(*timeout)?;
+            let client = Client::new(open_store(&cli, false)?);
+            let id = WorkflowId(id.clone());
+            let info = client.status(&id).await?;
+            let payload = if *wait {
+                client.wait_encoded(&id, timeout).await?
+            } else {
+                match client.outcome(&id).await? {
+                    RunOutcome::Completed(p) => p,
+                    RunOutcome::Failed(error) => {
+                        return Err(ClientError::Failed { id, error }.into());
+                    }
+                    RunOutcome::Suspended(reason) => {
+                        return Err(ClientError::Suspended { id, reason }.into());
+                    }
+                    RunOutcome::Running => {
+                        return Err(Failure {
+                            code: EXIT_TIMEOUT,
+                            message: format!("run '{id}' is still running; pass --wait to wait for it"),
+                        });
+                    }
+                }
+            };
+            say!("{}", output_json(&registry, &info.workflow, &payload));
+            Ok(())
+        }
+        Command::Status { id, json } => status(&cli, &registry, id, *json).await,
+        Command::List {
+            status,
+            workflow,
+            stuck,
+            limit,
+            json,
+        } => {
+            let client = Client::new(open_store(&cli, false)?);
+            let status = match status {
+                None => None,
+                Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+                    Failure::error(format!(
+                        "unknown status {s:?}; use running, completed, failed or suspended"
+                    ))
+                })?),
+            };
+            let mut filter = RunFilter {
+                status,
+                workflow: workflow.clone(),
+                limit: *limit,
+                ..RunFilter::default()
+            };
+            if let Some(stuck) = stuck {
+                let d = humantime::parse_duration(stuck)
+                    .map_err(|e| Failure::error(format!("--stuck {stuck:?}: {e}")))?;
+                filter.status = Some(RunStatus::Running);
+                filter.updated_before_ms = Some(clock::now_ms() - clock::duration_ms(d));
+            }
+            let runs = client.list(filter).await?;
+            if *json {
+                for r in &runs {
+                    say!("{}", output::run_json(r));
+                }
+            } else {
+                say!("{:<36} {:<16} {:<10} {:>6}  UPDATED", "WORKFLOW ID", "WORKFLOW", "STATUS", "EVENTS");
+                for r in &runs {
+                    say!("{}", output::run_line(r));
+                }
+            }
+            Ok(())
+        }
+        Command::History { id, json } => {
+            let client = Client::new(open_store(&cli, false)?);
+            let events = client.history(&WorkflowId(id.clone())).await?;
+            for e in &events {
+                if *json {
+                    say!("{}", output::event_json(e));
+                } else {
+                    say!("{}", output::event_line(e));
+                }
+            }
+            Ok(())
+        }
+        Command::Signal { id, name, payload } => {
+            let body = Payload::from_json(payload)
+                .map_err(|e| Failure::error(format!("--payload: {e}")))?;
+            let client = Client::new(open_store(&cli, false)?);
+            client
+                .signal_encoded(&WorkflowId(id.clone()), name, body)
+                .await?;
+            Ok(())
+        }
+        Command::Cancel { id, reason } => {
+            let client = Client::new(open_store(&cli, false)?);
+            client.cancel(&WorkflowId(id.clone()), reason).await?;
+            Ok(())
+        }
+        Command::Retry { id } => {
+            let store = open_store(&cli, false)?;
+            store.resume(&WorkflowId(id.clone())).await?;
+            Ok(())
+        }
+        Command::Replay { id } => {
+            let client = Client::new(open_store(&cli, false)?);
+            let wid = WorkflowId(id.clone());
+            let info = client.status(&wid).await?;
+            let events = client.history(&wid).await?;
+            let report = Replayer::new(registry.clone())
+                .replay(
+                    RunIdentity {
+                        workflow_id: info.workflow_id.clone(),
+                        run_id: info.run_id.clone(),
+                    },
+                    &events,
+                )
+                .map_err(|e| Failure::error(format!("replay of run '{id}' failed: {e}")))?;
+            let how = match &report.outcome {
+                ReplayOutcome::Completed(_) => "and ends completed, as recorded".to_owned(),
+                ReplayOutcome::Failed(e) => format!("and ends failed ({e}), as recorded"),
+                ReplayOutcome::Waiting(p) => format!("and waits on {} pending command(s)", p.len()),
+                ReplayOutcome::WouldContinue { commands, .. } => format!(
+                    "and would now issue {} new command(s)",
+                    commands.len()
+                ),
+            };
+            say!("run '{id}' replays cleanly: {} events {how}", report.events);
+            Ok(())
+        }
+        Command::Run {
+            workflow,
+            input,
+            id,
+            timeout,
+            worker,
+        } => {
+            let timeout = timeout_arg(*timeout)?;
+            let payload = parse_input(&registry, workflow, input)?;
+            let store = open_store(&cli, true)?;
+            let w = Worker::new(store.clone(), registry.clone(), worker.options());
+            let stop = w.shutdown_handle();
+            let running = tokio::spawn(w.run());
+            let client = Client::new(store);
+            let id = WorkflowId(id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+            let result = async {
+                client.start_encoded(workflow, id.clone(), payload).await?;
+                client.wait_encoded(&id, timeout).await
+            }
+            .await;
+            stop.shutdown();
+            let _ = running.await;
+            let p = result?;
+            say!("{}", output_json(&registry, workflow, &p));
+            Ok(())
+        }
+    }
+}
+
+async fn run_worker(store: SharedStore, registry: Registry, options: WorkerOptions) -> Result<(), Failure> {
+    let worker = Worker::new(store, registry, options);
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        stop.shutdown();
+    });
+    worker
+        .run()
+        .await
+        .map_err(|e| Failure::error(format!("worker stopped: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<(), Failure> {
+    let client = Client::new(open_store(cli, false)?);
+    let wid = WorkflowId(id.to_owned());
+    let info = client.status(&wid).await?;
+    let store = client.store();
+    let activities = store.pending_activities(info.key).await?;
+    let timers = store.pending_timers(info.key).await?;
+    let inbox = store.read_inbox(info.key).await?;
+    let history = store.read_history(info.key, EventId(0)).await?;
+    let now = clock::host_now_ms();
+    let waiting_signal = waiting_signals(&history);
+    let why = if info.status == RunStatus::Suspended {
+        format!("suspended: {}", info.reason.clone().unwrap_or_default())
+    } else if info.status.is_finished() {
+        format!("{}", info.status)
+    } else if let Some(a) = activities.iter().find(|a| a.last_error.is_some() && a.owner.is_none()) {
+        format!(
+            "activity {} (command {}) failed attempt {}: {}; next attempt at {}",
+            a.name,
+            a.seq,
+            a.attempt,
+            a.last_error.clone().unwrap_or_default(),
+            clock::format_ms(a.available_at_ms)
+        )
+    } else if let Some(a) = activities.iter().find(|a| registry.find_activity(&a.name).is_none() && a.owner.is_none()) {
+        format!(
+            "activity {} (command {}) waits for a worker that has it registered{}",
+            a.name,
+            a.seq,
+            if a.task_queue.is_empty() { String::new() } else { format!(" on task queue {}", a.task_queue) }
+        )
+    } else if let Some(a) = activities.first() {
+        format!("activity {} (command {}) is running, attempt {}", a.name, a.seq, a.attempt)
+    } else if !inbox.is_empty() {
+        format!("{} event(s) wait for a worker to apply them", inbox.len())
+    } else if let Some(t) = timers.first() {
+        format!(
+            "timer (command {}) due at {} (in {})",
+            t.seq,
+            clock::format_ms(t.fire_at_ms),
+            humantime::format_duration(Duration::from_millis(u64::try_from((t.fire_at_ms - now).max(0)).unwrap_or(0) / 1000 * 1000))
+        )
+    } else if let Some(name) = waiting_signal.first() {
+        format!("waiting for signal {name:?}")
+    } else {
+        "waiting for a worker".to_owned()
+    };
+    if json {
+        let v = serde_json::json!({
+            "run": output::run_json(&info),
+            "why": why,
+            "pending_activities": activities,
+            "pending_timers": timers,
+            "waiting_signals": waiting_signal,
+            "inbox": inbox.len(),
+        });
+        say!("{v}");
+        return Ok(());
+    }
+    say!("workflow id:  {}", info.workflow_id);
+    say!("run id:       {}", info.run_id);
+    say!("workflow:     {}", info.workflow);
+    say!("status:       {}", info.status);
+    say!("created:      {}", clock::format_ms(info.created_at_ms));
+    say!("updated:      {}", clock::format_ms(info.updated_at_ms));
+    say!("events:       {}", info.last_event_id);
+    if let Some(owner) = &info.owner {
+        say!("lease:        {owner} until {}", clock::format_ms(info.lease_expires_at_ms));
+    }
+    say!("why:          {why}");
+    for a in &activities {
+        say!(
+            "activity:     #{} {} attempt {}{}{}",
+            a.seq,
+            a.name,
+            a.attempt,
+            a.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default(),
+            if a.owner.is_none() { format!(", next attempt at {}", clock::format_ms(a.available_at_ms)) } else { String::new() }
+        );
+    }
+    for t in &timers {
+        say!("timer:        #{} due {}", t.seq, clock::format_ms(t.fire_at_ms));
+    }
+    Ok(())
+}
+
+/// Signals the code waits for: awaited with no delivery since.
+fn waiting_signals(history: &[durable_core::Event]) -> Vec<String> {
+    use durable_core::EventKind;
+    let mut waiting: Vec<String> = Vec::new();
+    let mut delivered: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in history {
+        match &e.kind {
+            EventKind::SignalAwaited { name, .. } => waiting.push(name.clone()),
+            EventKind::SignalReceived { name, .. } => *delivered.entry(name.clone()).or_default() += 1,
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for name in waiting {
+        match delivered.get_mut(&name) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => out.push(name),
+        }
+    }
+    out
+}

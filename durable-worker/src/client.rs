@@ -1,0 +1,281 @@
+//! [`Client`]: start runs, wait for results, send signals, read status, from any process
+//! that shares the store.
+
+use crate::error::ClientError;
+use durable_core::error::WorkflowError;
+use durable_core::event::{Event, EventKind};
+use durable_core::ids::{EventId, WorkflowId};
+use durable_core::payload::{DEFAULT_MAX_PAYLOAD_BYTES, Payload};
+use durable_core::registry::Workflow;
+use durable_core::store::{RunFilter, RunInfo, RunStatus, SharedStore, StartOutcome, StartRequest};
+use serde::{Serialize, de::DeserializeOwned};
+use std::time::{Duration, Instant};
+
+/// Starts and inspects runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    store: SharedStore,
+    max_payload: usize,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("namespace", &self.store.namespace())
+            .finish()
+    }
+}
+
+/// How a run ended, or that it has not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Still running.
+    Running,
+    /// Suspended by a failed activation, with the reason.
+    Suspended(String),
+    /// Completed with this output.
+    Completed(Payload),
+    /// Failed with this error.
+    Failed(WorkflowError),
+}
+
+impl Client {
+    /// A client on `store`.
+    pub fn new(store: SharedStore) -> Self {
+        Client {
+            store,
+            max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// Sets the largest payload (input, signal) this client sends.
+    #[must_use]
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Starts a run of `W` under `id`; starting the same id again returns the existing
+    /// run and does not start another.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::WorkflowMismatch`] when `id` names a run of another workflow; store
+    /// and payload errors.
+    pub async fn start<W: Workflow>(
+        &self,
+        id: impl Into<WorkflowId>,
+        input: &W::Input,
+    ) -> Result<StartOutcome, ClientError> {
+        let payload = Payload::encode(input)?;
+        self.start_encoded(W::NAME, id.into(), payload).await
+    }
+
+    /// Starts a run of the workflow named `workflow` with an encoded input.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::start`].
+    pub async fn start_encoded(
+        &self,
+        workflow: &str,
+        id: WorkflowId,
+        input: Payload,
+    ) -> Result<StartOutcome, ClientError> {
+        input.check_size(self.max_payload)?;
+        let outcome = self
+            .store
+            .start_run(StartRequest {
+                workflow_id: id.clone(),
+                workflow: workflow.to_owned(),
+                input,
+                seed: rand::random(),
+            })
+            .await?;
+        if outcome.workflow != workflow {
+            return Err(ClientError::WorkflowMismatch {
+                id,
+                existing: outcome.workflow,
+                requested: workflow.to_owned(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// The latest run of `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`] when there is none.
+    pub async fn status(&self, id: &WorkflowId) -> Result<RunInfo, ClientError> {
+        self.store
+            .find_run(id)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(id.clone()))
+    }
+
+    /// How the latest run of `id` ended, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], store errors.
+    pub async fn outcome(&self, id: &WorkflowId) -> Result<RunOutcome, ClientError> {
+        let info = self.status(id).await?;
+        match info.status {
+            RunStatus::Running => Ok(RunOutcome::Running),
+            RunStatus::Suspended => Ok(RunOutcome::Suspended(info.reason.unwrap_or_default())),
+            RunStatus::Completed | RunStatus::Failed => {
+                let last = self
+                    .store
+                    .read_history(info.key, EventId(info.last_event_id.0.saturating_sub(1)))
+                    .await?;
+                match last.into_iter().last().map(|e| e.kind) {
+                    Some(EventKind::RunCompleted { output }) => Ok(RunOutcome::Completed(output)),
+                    Some(EventKind::RunFailed { error }) => Ok(RunOutcome::Failed(error)),
+                    _ => Err(ClientError::Store(durable_core::StoreError::Corrupt(format!(
+                        "run '{id}' is {} but its history does not end with its outcome",
+                        info.status
+                    )))),
+                }
+            }
+        }
+    }
+
+    /// Waits until the latest run of `id` finishes (or `timeout` passes) and returns its
+    /// encoded output.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Failed`] with the run's error, [`ClientError::Suspended`],
+    /// [`ClientError::Timeout`], [`ClientError::NotFound`].
+    pub async fn wait_encoded(
+        &self,
+        id: &WorkflowId,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, ClientError> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            match self.outcome(id).await? {
+                RunOutcome::Completed(p) => return Ok(p),
+                RunOutcome::Failed(error) => {
+                    return Err(ClientError::Failed {
+                        id: id.clone(),
+                        error,
+                    });
+                }
+                RunOutcome::Suspended(reason) => {
+                    return Err(ClientError::Suspended {
+                        id: id.clone(),
+                        reason,
+                    });
+                }
+                RunOutcome::Running => {}
+            }
+            if let Some(t) = timeout {
+                if started.elapsed() >= t {
+                    return Err(ClientError::Timeout(id.clone()));
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the result of a run of `W`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::wait_encoded`], and a payload error when the output does not decode.
+    pub async fn result<W: Workflow>(
+        &self,
+        id: impl Into<WorkflowId>,
+        timeout: Option<Duration>,
+    ) -> Result<W::Output, ClientError> {
+        let p = self.wait_encoded(&id.into(), timeout).await?;
+        Ok(p.decode()?)
+    }
+
+    /// Sends a signal to the latest run of `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], a finished run, an oversized payload.
+    pub async fn signal<T: Serialize>(
+        &self,
+        id: &WorkflowId,
+        name: &str,
+        body: &T,
+    ) -> Result<(), ClientError> {
+        self.signal_encoded(id, name, Payload::encode(body)?).await
+    }
+
+    /// Sends an encoded signal.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::signal`].
+    pub async fn signal_encoded(
+        &self,
+        id: &WorkflowId,
+        name: &str,
+        body: Payload,
+    ) -> Result<(), ClientError> {
+        body.check_size(self.max_payload)?;
+        self.store
+            .signal(id, name, body)
+            .await
+            .map_err(|e| match e {
+                durable_core::StoreError::NotFound(id) => ClientError::NotFound(id),
+                e => ClientError::Store(e),
+            })
+    }
+
+    /// Asks the latest run of `id` to cancel.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], a finished run.
+    pub async fn cancel(&self, id: &WorkflowId, reason: &str) -> Result<(), ClientError> {
+        self.store
+            .request_cancel(id, reason)
+            .await
+            .map_err(|e| match e {
+                durable_core::StoreError::NotFound(id) => ClientError::NotFound(id),
+                e => ClientError::Store(e),
+            })
+    }
+
+    /// The history of the latest run of `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], store errors.
+    pub async fn history(&self, id: &WorkflowId) -> Result<Vec<Event>, ClientError> {
+        let info = self.status(id).await?;
+        Ok(self.store.read_history(info.key, EventId(0)).await?)
+    }
+
+    /// Runs matching `filter`.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn list(&self, filter: RunFilter) -> Result<Vec<RunInfo>, ClientError> {
+        Ok(self.store.list_runs(filter).await?)
+    }
+
+    /// Decodes a typed output.
+    ///
+    /// # Errors
+    ///
+    /// The payload does not decode into `T`.
+    pub fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, ClientError> {
+        Ok(payload.decode()?)
+    }
+}

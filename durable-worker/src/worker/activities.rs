@@ -1,0 +1,245 @@
+//! Running activity attempts: timeouts, panics, retry decisions, and reporting results.
+
+use super::Shared;
+use super::run::{RunHandle, RunMsg};
+use crate::error::WorkerError;
+use durable_core::clock;
+use durable_core::error::{ActivityError, KIND_PANIC, KIND_TIMEOUT, StoreError};
+use durable_core::event::ActivityOptions;
+use durable_core::executor::panic_message;
+use durable_core::ids::{CommandSeq, RunId, RunKey, WorkflowId};
+use durable_core::payload::Payload;
+use durable_core::retry::RetryPolicy;
+use durable_core::store::AttemptResult;
+use durable_core::ActivityContext;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// One attempt to run.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptSpec {
+    pub(crate) key: RunKey,
+    pub(crate) workflow_id: WorkflowId,
+    pub(crate) run_id: RunId,
+    pub(crate) seq: CommandSeq,
+    pub(crate) name: String,
+    pub(crate) input: Payload,
+    pub(crate) options: ActivityOptions,
+    pub(crate) attempt: u32,
+    pub(crate) scheduled_at_ms: i64,
+}
+
+/// Where the result goes.
+pub(crate) enum Reporter {
+    /// To the run actor that scheduled it, to commit with the next activation.
+    Local(RunHandle),
+    /// Through the store, to the run's inbox.
+    Remote,
+}
+
+pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
+    tokio::spawn(async move {
+        let Ok(_permit) = shared.activity_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let result = execute(&shared, &spec).await;
+        match (reporter, result) {
+            (Reporter::Local(h), AttemptResult::Completed(p)) => {
+                if !h.send(RunMsg::ActivityDone {
+                    seq: spec.seq,
+                    attempt: spec.attempt,
+                    result: Ok(p.clone()),
+                }) {
+                    report(&shared, spec.key, spec.seq, spec.attempt, AttemptResult::Completed(p)).await;
+                }
+            }
+            (Reporter::Local(h), AttemptResult::Failed(e)) => {
+                if !h.send(RunMsg::ActivityDone {
+                    seq: spec.seq,
+                    attempt: spec.attempt,
+                    result: Err(e.clone()),
+                }) {
+                    report(&shared, spec.key, spec.seq, spec.attempt, AttemptResult::Failed(e)).await;
+                }
+            }
+            (_, result) => report(&shared, spec.key, spec.seq, spec.attempt, result).await,
+        }
+    });
+}
+
+async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
+    shared.stats.activity_attempts.fetch_add(1, Ordering::Relaxed);
+    let Some(activity) = shared.registry.find_activity(&spec.name) else {
+        return AttemptResult::Failed(ActivityError::non_retryable(
+            "UnknownActivity",
+            format!("activity {:?} is not registered in this worker", spec.name),
+        ));
+    };
+    let ctx = ActivityContext::new(
+        spec.workflow_id.clone(),
+        spec.run_id.clone(),
+        spec.name.clone(),
+        spec.seq,
+        spec.attempt,
+    );
+    let timeout = spec
+        .options
+        .start_to_close_ms
+        .map(Duration::from_millis)
+        .unwrap_or(shared.options.default_start_to_close);
+    let call = AssertUnwindSafe(activity.call(ctx.clone(), spec.input.clone())).catch_unwind();
+    let outcome = match tokio::time::timeout(timeout, call).await {
+        Err(_) => {
+            ctx.cancel();
+            Err(ActivityError::retryable(
+                KIND_TIMEOUT,
+                format!(
+                    "attempt {} ran past its start-to-close timeout of {} ms",
+                    spec.attempt,
+                    timeout.as_millis()
+                ),
+            ))
+        }
+        Ok(Err(panic)) => Err(ActivityError::retryable(
+            KIND_PANIC,
+            format!("activity {} panicked: {}", spec.name, panic_message(panic.as_ref())),
+        )),
+        Ok(Ok(result)) => result,
+    };
+    let outcome = match outcome {
+        Ok(p) if p.len() > shared.options.max_payload_bytes => Err(ActivityError::non_retryable(
+            "PayloadTooLarge",
+            format!(
+                "the output of activity {} is {} bytes, over the limit of {} bytes",
+                spec.name,
+                p.len(),
+                shared.options.max_payload_bytes
+            ),
+        )),
+        other => other,
+    };
+    match outcome {
+        Ok(p) => AttemptResult::Completed(p),
+        Err(error) => {
+            let policy = spec.options.retry.clone().unwrap_or_default();
+            match next_attempt_at(&policy, &spec.options, spec, &error) {
+                Some(at) => {
+                    tracing::info!(workflow_id = %spec.workflow_id, seq = spec.seq.0, activity = %spec.name,
+                        attempt = spec.attempt, error = %error, "activity attempt failed; will retry");
+                    AttemptResult::Retry {
+                        error,
+                        next_attempt_at_ms: at,
+                    }
+                }
+                None => AttemptResult::Failed(error.with_attempts(spec.attempt)),
+            }
+        }
+    }
+}
+
+fn next_attempt_at(
+    policy: &RetryPolicy,
+    options: &ActivityOptions,
+    spec: &AttemptSpec,
+    error: &ActivityError,
+) -> Option<i64> {
+    if !policy.allows_retry_of(error.kind(), error.is_retryable()) {
+        return None;
+    }
+    let delay = policy.delay_before(spec.attempt + 1, rand::random::<f64>())?;
+    let at = clock::now_ms().saturating_add(clock::duration_ms(delay));
+    if let Some(limit) = options.schedule_to_close_ms {
+        let deadline = spec
+            .scheduled_at_ms
+            .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        if at >= deadline {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Records an attempt's result through the store, retrying a busy store briefly.
+pub(crate) async fn report(
+    shared: &Arc<Shared>,
+    key: RunKey,
+    seq: CommandSeq,
+    attempt: u32,
+    result: AttemptResult,
+) {
+    let mut delay = Duration::from_millis(20);
+    for _ in 0..8 {
+        match shared
+            .store
+            .report_attempt(&shared.id, key, seq, attempt, result.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(StoreError::Conflict(reason)) => {
+                tracing::info!(run = %key, seq = seq.0, attempt, reason, "activity result discarded: the attempt was superseded");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %key, seq = seq.0, error = %e, "recording an activity result failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::error!(run = %key, seq = seq.0, "could not record an activity result; its lease will expire and the attempt will run again");
+}
+
+/// Claims activity attempts other workers (or this one, before a crash) scheduled.
+pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let notify = shared.store.work_notifier();
+    loop {
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let free = shared.activity_slots.available_permits().min(128);
+        if free > 0 {
+            match shared
+                .store
+                .claim_activities(&shared.id, &shared.activity_names, free, shared.options.lease)
+                .await
+            {
+                Ok(tasks) => {
+                    let n = tasks.len();
+                    for t in tasks {
+                        spawn_attempt(
+                            shared.clone(),
+                            AttemptSpec {
+                                key: t.key,
+                                workflow_id: t.workflow_id,
+                                run_id: t.run_id,
+                                seq: t.seq,
+                                name: t.name,
+                                input: t.input,
+                                options: t.options,
+                                attempt: t.attempt,
+                                scheduled_at_ms: t.scheduled_at_ms,
+                            },
+                            Reporter::Remote,
+                        );
+                    }
+                    if n == free {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming activities failed"),
+            }
+        }
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.poll_interval) => {}
+            _ = &mut notified => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The workflow engine thread: owns the cached runs' machines and runs activations.
+//!
+//! Workflow code runs here, on a plain thread with no tokio runtime, so a stray
+//! `tokio::time::sleep` or `tokio::spawn` in workflow code fails with a clear error
+//! instead of silently breaking determinism.
+
+use durable_core::command::Command;
+use durable_core::error::ReplayError;
+use durable_core::event::{Event, EventKind};
+use durable_core::ids::{CommandSeq, EventId, RunKey};
+use durable_core::registry::Registry;
+use durable_core::{RunIdentity, RunMachine, clock, replay};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// What an activation produced: the events to append, in order, from `after + 1`.
+#[derive(Debug)]
+pub(crate) struct Activation {
+    pub(crate) after: EventId,
+    pub(crate) events: Vec<(i64, EventKind)>,
+    pub(crate) finished: Option<bool>,
+}
+
+pub(crate) struct ActivateRequest {
+    pub(crate) key: RunKey,
+    pub(crate) identity: RunIdentity,
+    pub(crate) workflow: String,
+    /// The full history, when the engine has no machine for the run.
+    pub(crate) restore: Option<Vec<Event>>,
+    /// Inbound events to apply, with their times.
+    pub(crate) inbound: Vec<(i64, EventKind)>,
+    pub(crate) max_payload: usize,
+    pub(crate) reply: oneshot::Sender<Result<Activation, ReplayError>>,
+}
+
+pub(crate) enum EngineMsg {
+    Activate(Box<ActivateRequest>),
+    Evict(RunKey),
+}
+
+#[derive(Clone)]
+pub(crate) struct EngineHandle {
+    tx: mpsc::Sender<EngineMsg>,
+}
+
+impl EngineHandle {
+    pub(crate) fn spawn(registry: Registry) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("durable-workflows".into())
+            .spawn(move || engine_loop(registry, rx))
+            .expect("spawning the workflow engine thread");
+        EngineHandle { tx }
+    }
+
+    pub(crate) fn send(&self, msg: EngineMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+fn engine_loop(registry: Registry, rx: mpsc::Receiver<EngineMsg>) {
+    let mut machines: HashMap<RunKey, RunMachine> = HashMap::new();
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            EngineMsg::Evict(key) => {
+                machines.remove(&key);
+            }
+            EngineMsg::Activate(req) => {
+                let req = *req;
+                let key = req.key;
+                let result = activate(&registry, &mut machines, req.key, req.identity, &req.workflow, req.restore, req.inbound, req.max_payload);
+                if result.is_err() {
+                    machines.remove(&key);
+                }
+                let _ = req.reply.send(result);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, all parts of one request
+fn activate(
+    registry: &Registry,
+    machines: &mut HashMap<RunKey, RunMachine>,
+    key: RunKey,
+    identity: RunIdentity,
+    workflow: &str,
+    restore: Option<Vec<Event>>,
+    inbound: Vec<(i64, EventKind)>,
+    max_payload: usize,
+) -> Result<Activation, ReplayError> {
+    let mut out = Vec::new();
+    if let Some(history) = restore {
+        let wf = registry
+            .find_workflow(workflow)
+            .ok_or_else(|| ReplayError::UnknownWorkflow {
+                name: workflow.to_owned(),
+            })?;
+        let machine = replay::restore(wf.as_ref(), identity, &history)?;
+        machines.insert(key, machine);
+    }
+    let machine = machines.get_mut(&key).ok_or_else(|| ReplayError::Malformed {
+        event: EventId(0),
+        reason: "the engine holds no state for this run".into(),
+    })?;
+    let after = machine.last_applied();
+    let now = clock::now_ms();
+    // Commands the restore produced (history ended before they were recorded).
+    record_commands(machine, now, &mut out, max_payload)?;
+    for (time, kind) in inbound {
+        if machine.is_finished() {
+            break;
+        }
+        let event = Event {
+            id: EventId(machine.last_applied().0 + 1),
+            time_ms: time,
+            kind,
+        };
+        machine.apply(&event)?;
+        out.push((event.time_ms, event.kind));
+        record_commands(machine, time, &mut out, max_payload)?;
+    }
+    let finished = out.iter().rev().find_map(|(_, k)| match k {
+        EventKind::RunCompleted { .. } => Some(true),
+        EventKind::RunFailed { .. } => Some(false),
+        _ => None,
+    });
+    Ok(Activation {
+        after,
+        events: out,
+        finished,
+    })
+}
+
+fn record_commands(
+    machine: &mut RunMachine,
+    time: i64,
+    out: &mut Vec<(i64, EventKind)>,
+    max_payload: usize,
+) -> Result<(), ReplayError> {
+    let commands: Vec<(CommandSeq, Command)> = machine.take_commands();
+    for (seq, cmd) in commands {
+        if let Command::ScheduleActivity { name, input, .. } = &cmd {
+            if input.len() > max_payload {
+                return Err(ReplayError::Panicked {
+                    message: format!(
+                        "the input of activity {name} (command {seq}) is {} bytes, over the payload limit of {max_payload} bytes",
+                        input.len()
+                    ),
+                });
+            }
+        }
+        let event = Event {
+            id: EventId(machine.last_applied().0 + 1),
+            time_ms: time,
+            kind: cmd.into_event(seq),
+        };
+        machine.apply(&event)?;
+        out.push((event.time_ms, event.kind));
+    }
+    if let Some(outcome) = machine.take_outcome() {
+        let kind = match outcome {
+            Ok(output) if output.len() > max_payload => {
+                return Err(ReplayError::Panicked {
+                    message: format!(
+                        "the workflow's output is {} bytes, over the payload limit of {max_payload} bytes",
+                        output.len()
+                    ),
+                });
+            }
+            Ok(output) => EventKind::RunCompleted { output },
+            Err(error) => EventKind::RunFailed { error },
+        };
+        let event = Event {
+            id: EventId(machine.last_applied().0 + 1),
+            time_ms: time,
+            kind,
+        };
+        machine.apply(&event)?;
+        out.push((event.time_ms, event.kind));
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! The tokio worker: claims runs and activity attempts from the store, drives workflow
+//! code on the engine thread, runs activities, fires timers and keeps leases alive.
+
+mod activities;
+mod engine;
+mod run;
+
+use crate::error::WorkerError;
+use durable_core::ids::{RunKey, WorkerId};
+use durable_core::payload::DEFAULT_MAX_PAYLOAD_BYTES;
+use durable_core::registry::Registry;
+use durable_core::store::SharedStore;
+use engine::EngineHandle;
+use run::RunHandle;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// Settings of a [`Worker`].
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// How long a lease lasts without renewal; a dead worker's runs are taken over after
+    /// this long.
+    pub lease: Duration,
+    /// How often the store is polled for work made by other processes.
+    pub poll_interval: Duration,
+    /// Activities running at once in this worker.
+    pub max_concurrent_activities: usize,
+    /// Live runs kept in memory (sticky execution); beyond this the least recently
+    /// active are handed back and replayed when needed again.
+    pub max_cached_runs: usize,
+    /// The start-to-close timeout of attempts that set none.
+    pub default_start_to_close: Duration,
+    /// The largest payload (input, output, signal) accepted.
+    pub max_payload_bytes: usize,
+    /// Task queues this worker serves; empty means only the default queue.
+    pub task_queues: Vec<String>,
+    /// How long a graceful shutdown waits for running activities.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            lease: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(50),
+            max_concurrent_activities: 1000,
+            max_cached_runs: 10_000,
+            default_start_to_close: Duration::from_secs(300),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            task_queues: Vec::new(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters a worker keeps, for tests and the benchmark.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Activations committed.
+    pub activations: AtomicU64,
+    /// Activity attempts started.
+    pub activity_attempts: AtomicU64,
+    /// Runs restored from history (after a takeover, an eviction or a restart).
+    pub restores: AtomicU64,
+    /// Commits refused because another worker owns the run now.
+    pub fenced: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: WorkerId,
+    pub(crate) store: SharedStore,
+    pub(crate) registry: Registry,
+    pub(crate) options: WorkerOptions,
+    pub(crate) engine: EngineHandle,
+    pub(crate) runs: Mutex<HashMap<RunKey, RunHandle>>,
+    pub(crate) activity_slots: Arc<Semaphore>,
+    pub(crate) activity_names: Vec<String>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) clock_tick: AtomicU64,
+}
+
+impl Shared {
+    /// Whether this worker runs `activity` on `queue` itself.
+    pub(crate) fn runs_locally(&self, activity: &str, queue: Option<&str>) -> bool {
+        let queue_ok = match queue {
+            None | Some("") => self.options.task_queues.is_empty()
+                || self.options.task_queues.iter().any(|q| q.is_empty() || q == "default"),
+            Some(q) => self.options.task_queues.iter().any(|t| t == q),
+        };
+        queue_ok && self.registry.find_activity(activity).is_some()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn tick(&self) -> u64 {
+        self.clock_tick.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A worker: runs the workflows and activities of a [`Registry`] against a store until
+/// told to stop.
+pub struct Worker {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.id).finish()
+    }
+}
+
+/// Stops a running worker gracefully when dropped or when [`ShutdownHandle::shutdown`]
+/// is called.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    tx: watch::Sender<bool>,
+}
+
+impl ShutdownHandle {
+    /// Asks the worker to stop: it stops claiming, lets running activities finish (up to
+    /// the grace period) and hands back its leases.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Worker {
+    /// A worker for `registry` on `store`.
+    pub fn new(store: SharedStore, registry: Registry, options: WorkerOptions) -> Self {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut activity_names: Vec<String> = registry
+            .activity_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        activity_names.sort();
+        let shared = Arc::new(Shared {
+            id: WorkerId::generate(),
+            engine: EngineHandle::spawn(registry.clone()),
+            store,
+            registry,
+            activity_slots: Arc::new(Semaphore::new(options.max_concurrent_activities.max(1))),
+            options,
+            runs: Mutex::new(HashMap::new()),
+            activity_names,
+            stats: Arc::new(WorkerStats::default()),
+            shutdown: shutdown_rx,
+            clock_tick: AtomicU64::new(0),
+        });
+        Worker {
+            shared,
+            shutdown_tx,
+        }
+    }
+
+    /// This worker's id (the owner recorded on its leases).
+    pub fn id(&self) -> &WorkerId {
+        &self.shared.id
+    }
+
+    /// Counters of what this worker did.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// A handle that stops the worker.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            tx: self.shutdown_tx.clone(),
+        }
+    }
+
+    /// Runs until [`ShutdownHandle::shutdown`] is called, then stops gracefully.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError`] when the store fails in a way retrying cannot fix (a foreign or
+    /// corrupt database).
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let shared = self.shared.clone();
+        tracing::info!(worker = %shared.id, workflows = ?shared.registry.workflow_names(),
+            activities = ?shared.registry.activity_names(), "worker started");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(run::claim_loop(shared.clone()));
+        tasks.spawn(activities::claim_loop(shared.clone()));
+        tasks.spawn(timer_loop(shared.clone()));
+        tasks.spawn(lease_loop(shared.clone()));
+        let mut shutdown = shared.shutdown.clone();
+        let mut fatal = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                done = tasks.join_next() => {
+                    match done {
+                        Some(Ok(Err(e))) => { fatal = Some(e); break; }
+                        Some(Ok(Ok(()))) => {}
+                        Some(Err(e)) => { fatal = Some(WorkerError::Internal(e.to_string())); break; }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let _ = self.shutdown_tx.send(true);
+        // Let running activities finish, then hand back every lease.
+        let grace = shared.options.shutdown_grace;
+        let slots = shared.activity_slots.clone();
+        let total = u32::try_from(shared.options.max_concurrent_activities.max(1)).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, slots.acquire_many(total)).await;
+        tasks.shutdown().await;
+        let handles: Vec<(RunKey, RunHandle)> = shared
+            .runs
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default();
+        for (_, h) in &handles {
+            h.evict();
+        }
+        let keys: Vec<RunKey> = handles.iter().map(|(k, _)| *k).collect();
+        if let Err(e) = shared.store.release_runs(&shared.id, &keys).await {
+            tracing::warn!(error = %e, "could not hand back leases at shutdown");
+        }
+        tracing::info!(worker = %shared.id, "worker stopped");
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn timer_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let notify = shared.store.work_notifier();
+    loop {
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        match shared
+            .store
+            .fire_due_timers(256, shared.options.lease.min(Duration::from_secs(2)))
+            .await
+        {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) if !e.is_retryable() && !matches!(e, durable_core::StoreError::Conflict(_)) => {
+                tracing::warn!(error = %e, "firing timers failed");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.poll_interval) => {}
+            _ = notify.notified() => {}
+        }
+    }
+}
+
+async fn lease_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let every = shared.options.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        if let Err(e) = shared.store.renew_leases(&shared.id, shared.options.lease).await {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}

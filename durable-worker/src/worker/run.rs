@@ -1,0 +1,494 @@
+//! Run actors: one tokio task per cached run that serializes its activations, commits
+//! them, and dispatches the activities and timers they schedule.
+
+use super::Shared;
+use super::activities::{self, AttemptSpec, Reporter};
+use super::engine::{Activation, ActivateRequest, EngineMsg};
+use crate::error::WorkerError;
+use durable_core::clock;
+use durable_core::error::{ActivityError, StoreError};
+use durable_core::event::EventKind;
+use durable_core::ids::{CommandSeq, EventId, FencingToken, RunKey};
+use durable_core::payload::Payload;
+use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask, RunStatus};
+use durable_core::RunIdentity;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A message to a run actor.
+#[derive(Debug)]
+pub(crate) enum RunMsg {
+    /// The run has inbox entries (or was just claimed).
+    Wake,
+    /// A local activity attempt finished for good.
+    ActivityDone {
+        seq: CommandSeq,
+        attempt: u32,
+        result: Result<Payload, ActivityError>,
+    },
+    /// A local timer is due.
+    TimerDue(CommandSeq),
+    /// Hand the run back.
+    Evict,
+}
+
+/// The worker's handle on a run actor.
+#[derive(Clone, Debug)]
+pub(crate) struct RunHandle {
+    tx: mpsc::UnboundedSender<RunMsg>,
+    pub(crate) fence: FencingToken,
+    pub(crate) actor: u64,
+    pub(crate) last_active: Arc<AtomicU64>,
+}
+
+impl RunHandle {
+    pub(crate) fn send(&self, msg: RunMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+    pub(crate) fn evict(&self) {
+        let _ = self.tx.send(RunMsg::Evict);
+    }
+}
+
+static NEXT_ACTOR: AtomicU64 = AtomicU64::new(1);
+
+struct Local {
+    time_ms: i64,
+    kind: EventKind,
+    finished_activity: Option<(CommandSeq, u32)>,
+    fired_timer: Option<CommandSeq>,
+}
+
+struct RunActor {
+    shared: Arc<Shared>,
+    key: RunKey,
+    identity: RunIdentity,
+    workflow: String,
+    fence: FencingToken,
+    fresh: bool,
+    handle: RunHandle,
+}
+
+enum Next {
+    Continue,
+    Finished,
+    Stop,
+}
+
+/// Claims runs with work and hands each to its actor, creating actors as needed.
+pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let notify = shared.store.work_notifier();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let limit = 256;
+        match shared.store.claim_runs(&shared.id, limit, shared.options.lease).await {
+            Ok(claimed) => {
+                backoff = Duration::from_millis(10);
+                let n = claimed.len();
+                for c in claimed {
+                    dispatch(&shared, c);
+                }
+                evict_over_capacity(&shared);
+                if n == limit {
+                    continue;
+                }
+            }
+            Err(e @ (StoreError::Foreign { .. } | StoreError::TooNew { .. } | StoreError::Corrupt(_))) => {
+                return Err(WorkerError::Store(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming runs failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.poll_interval) => {}
+            _ = &mut notified => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
+    let Ok(mut runs) = shared.runs.lock() else {
+        return;
+    };
+    if let Some(h) = runs.get(&c.key) {
+        if h.fence == c.fence && h.send(RunMsg::Wake) {
+            return;
+        }
+        // The run changed hands since this actor was made: its state is stale.
+        h.evict();
+        runs.remove(&c.key);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = RunHandle {
+        tx,
+        fence: c.fence,
+        actor: NEXT_ACTOR.fetch_add(1, Ordering::Relaxed),
+        last_active: Arc::new(AtomicU64::new(shared.tick())),
+    };
+    let actor = RunActor {
+        shared: shared.clone(),
+        key: c.key,
+        identity: RunIdentity {
+            workflow_id: c.workflow_id,
+            run_id: c.run_id,
+        },
+        workflow: c.workflow,
+        fence: c.fence,
+        fresh: true,
+        handle: handle.clone(),
+    };
+    handle.send(RunMsg::Wake);
+    runs.insert(c.key, handle);
+    tokio::spawn(actor.run(rx));
+}
+
+fn evict_over_capacity(shared: &Arc<Shared>) {
+    let Ok(runs) = shared.runs.lock() else {
+        return;
+    };
+    let max = shared.options.max_cached_runs.max(1);
+    if runs.len() <= max {
+        return;
+    }
+    let excess = runs.len() - max + max / 10;
+    let mut by_age: Vec<(u64, &RunHandle)> = runs
+        .values()
+        .map(|h| (h.last_active.load(Ordering::Relaxed), h))
+        .collect();
+    by_age.sort_by_key(|(t, _)| *t);
+    for (_, h) in by_age.into_iter().take(excess) {
+        h.evict();
+    }
+}
+
+impl RunActor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RunMsg>) {
+        let mut release = false;
+        while let Some(first) = rx.recv().await {
+            let mut wake = false;
+            let mut evict = false;
+            let mut locals = Vec::new();
+            let mut take = |msg: RunMsg, wake: &mut bool, evict: &mut bool| match msg {
+                RunMsg::Wake => *wake = true,
+                RunMsg::Evict => *evict = true,
+                RunMsg::ActivityDone {
+                    seq,
+                    attempt,
+                    result,
+                } => {
+                    let kind = match result {
+                        Ok(output) => EventKind::ActivityCompleted {
+                            seq,
+                            output,
+                            attempt,
+                        },
+                        Err(error) => EventKind::ActivityFailed {
+                            seq,
+                            error: error.with_attempts(attempt),
+                        },
+                    };
+                    locals.push(Local {
+                        time_ms: clock::now_ms(),
+                        kind,
+                        finished_activity: Some((seq, attempt)),
+                        fired_timer: None,
+                    });
+                }
+                RunMsg::TimerDue(seq) => locals.push(Local {
+                    time_ms: clock::now_ms(),
+                    kind: EventKind::TimerFired { seq },
+                    finished_activity: None,
+                    fired_timer: Some(seq),
+                }),
+            };
+            take(first, &mut wake, &mut evict);
+            while let Ok(msg) = rx.try_recv() {
+                take(msg, &mut wake, &mut evict);
+            }
+            if evict {
+                self.fallback(locals).await;
+                release = true;
+                break;
+            }
+            if !wake && locals.is_empty() && !self.fresh {
+                continue;
+            }
+            self.handle
+                .last_active
+                .store(self.shared.tick(), Ordering::Relaxed);
+            match self.activate(wake, locals).await {
+                Next::Continue => {}
+                Next::Finished => break,
+                Next::Stop => {
+                    release = true;
+                    break;
+                }
+            }
+        }
+        self.shared.engine.send(EngineMsg::Evict(self.key));
+        if let Ok(mut runs) = self.shared.runs.lock() {
+            if runs.get(&self.key).map(|h| h.actor) == Some(self.handle.actor) {
+                runs.remove(&self.key);
+            }
+        }
+        // Anything that arrived after we decided to stop goes the remote way.
+        let mut late = Vec::new();
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let RunMsg::ActivityDone {
+                seq,
+                attempt,
+                result,
+            } = msg
+            {
+                late.push((seq, attempt, result));
+            }
+        }
+        for (seq, attempt, result) in late {
+            report_remote(&self.shared, self.key, seq, attempt, result).await;
+        }
+        if release {
+            let _ = self
+                .shared
+                .store
+                .release_runs(&self.shared.id, &[self.key])
+                .await;
+        }
+    }
+
+    /// Persists local results that could not be committed through the run, so they are
+    /// not lost: they go to the run's inbox like a result from another worker.
+    async fn fallback(&self, locals: Vec<Local>) {
+        for local in locals {
+            if let Some((seq, attempt)) = local.finished_activity {
+                let result = match local.kind {
+                    EventKind::ActivityCompleted { output, .. } => Ok(output),
+                    EventKind::ActivityFailed { error, .. } => Err(error),
+                    _ => continue,
+                };
+                report_remote(&self.shared, self.key, seq, attempt, result).await;
+            }
+        }
+    }
+
+    async fn activate(&mut self, wake: bool, locals: Vec<Local>) -> Next {
+        let store = &self.shared.store;
+        let history = if self.fresh {
+            match store.read_history(self.key, EventId(0)).await {
+                Ok(h) => Some(h),
+                Err(e) => return self.store_failed(e, locals).await,
+            }
+        } else {
+            None
+        };
+        let inbox = if wake || self.fresh {
+            match store.read_inbox(self.key).await {
+                Ok(i) => i,
+                Err(e) => return self.store_failed(e, locals).await,
+            }
+        } else {
+            Vec::new()
+        };
+        let consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
+        let mut inbound: Vec<(i64, EventKind)> =
+            inbox.into_iter().map(|i| (i.time_ms, i.kind)).collect();
+        let mut finished_activities = Vec::new();
+        let mut fired_timers = Vec::new();
+        let mut local_results = Vec::new();
+        for l in locals {
+            finished_activities.extend(l.finished_activity);
+            fired_timers.extend(l.fired_timer);
+            if l.finished_activity.is_some() {
+                local_results.push(Local {
+                    time_ms: l.time_ms,
+                    kind: l.kind.clone(),
+                    finished_activity: l.finished_activity,
+                    fired_timer: None,
+                });
+            }
+            inbound.push((l.time_ms, l.kind));
+        }
+        if history.is_none() && inbound.is_empty() {
+            return Next::Continue;
+        }
+        if history.is_some() {
+            self.shared.stats.restores.fetch_add(1, Ordering::Relaxed);
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.shared.engine.send(EngineMsg::Activate(Box::new(ActivateRequest {
+            key: self.key,
+            identity: self.identity.clone(),
+            workflow: self.workflow.clone(),
+            restore: history,
+            inbound,
+            max_payload: self.shared.options.max_payload_bytes,
+            reply,
+        })));
+        let activation: Activation = match answer.await {
+            Ok(Ok(a)) if sent => a,
+            Ok(Err(e)) => {
+                tracing::error!(workflow_id = %self.identity.workflow_id, run_id = %self.identity.run_id,
+                    error = %e, "activation failed; suspending the run");
+                self.fallback(local_results).await;
+                if let Err(se) = store
+                    .activation_failed(self.key, &self.shared.id, self.fence, &e.to_string(), true)
+                    .await
+                {
+                    tracing::warn!(error = %se, "could not record the activation failure");
+                }
+                return Next::Stop;
+            }
+            _ => {
+                self.fallback(local_results).await;
+                return Next::Stop;
+            }
+        };
+        let mut activities = Vec::new();
+        let mut local_tasks = Vec::new();
+        let mut timers = Vec::new();
+        for (i, (_, kind)) in activation.events.iter().enumerate() {
+            match kind {
+                EventKind::ActivityScheduled {
+                    seq,
+                    name,
+                    input,
+                    options,
+                } => {
+                    let local = self.shared.runs_locally(name, options.task_queue.as_deref())
+                        && !self.shared.is_shutting_down();
+                    activities.push(NewActivityTask {
+                        seq: *seq,
+                        name: name.clone(),
+                        task_queue: options.task_queue.clone().unwrap_or_default(),
+                        local,
+                    });
+                    if local {
+                        local_tasks.push((i, *seq, name.clone(), input.clone(), options.clone()));
+                    }
+                }
+                EventKind::TimerStarted { seq, duration_ms } => timers.push((*seq, *duration_ms)),
+                _ => {}
+            }
+        }
+        let finish = activation.finished.map(|ok| {
+            if ok {
+                RunStatus::Completed
+            } else {
+                RunStatus::Failed
+            }
+        });
+        let commit = Commit {
+            key: self.key,
+            worker: self.shared.id.clone(),
+            fence: self.fence,
+            after: activation.after,
+            events: activation.events,
+            consumed_inbox: consumed,
+            lease: self.shared.options.lease,
+            activities,
+            finished_activities,
+            fired_timers,
+            finish,
+            keep_lease: finish.is_none(),
+        };
+        let was_fresh = self.fresh;
+        let outcome = match store.commit(commit).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.shared.engine.send(EngineMsg::Evict(self.key));
+                return self.store_failed(e, local_results).await;
+            }
+        };
+        self.fresh = false;
+        self.shared.stats.activations.fetch_add(1, Ordering::Relaxed);
+        if finish.is_some() {
+            return Next::Finished;
+        }
+        let now = clock::now_ms();
+        for (i, seq, name, input, options) in local_tasks {
+            let _ = i;
+            activities::spawn_attempt(
+                self.shared.clone(),
+                AttemptSpec {
+                    key: self.key,
+                    workflow_id: self.identity.workflow_id.clone(),
+                    run_id: self.identity.run_id.clone(),
+                    seq,
+                    name,
+                    input,
+                    options,
+                    attempt: 1,
+                    scheduled_at_ms: now,
+                },
+                Reporter::Local(self.handle.clone()),
+            );
+        }
+        for (seq, duration_ms) in timers {
+            self.local_timer(seq, Duration::from_millis(duration_ms));
+        }
+        if was_fresh {
+            // A restored run may have timers started before: keep them on time here
+            // rather than waiting for the store's sweep.
+            if let Ok(pending) = store.pending_timers(self.key).await {
+                for t in pending {
+                    let wait = u64::try_from(t.fire_at_ms - clock::host_now_ms()).unwrap_or(0);
+                    self.local_timer(t.seq, Duration::from_millis(wait));
+                }
+            }
+        }
+        let _ = outcome;
+        Next::Continue
+    }
+
+    fn local_timer(&self, seq: CommandSeq, wait: Duration) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            handle.send(RunMsg::TimerDue(seq));
+        });
+    }
+
+    async fn store_failed(&self, e: StoreError, locals: Vec<Local>) -> Next {
+        match &e {
+            StoreError::Fenced { .. } | StoreError::Conflict(_) => {
+                self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(workflow_id = %self.identity.workflow_id, error = %e, "run taken over; dropping its cached state");
+            }
+            _ => {
+                tracing::warn!(workflow_id = %self.identity.workflow_id, error = %e, "store failed during an activation; the run will be retried");
+            }
+        }
+        self.fallback(locals).await;
+        Next::Stop
+    }
+}
+
+/// Records an activity result through the store's inbox, retrying briefly on a busy
+/// store; as a last resort the attempt is handed back so another one runs.
+pub(crate) async fn report_remote(
+    shared: &Arc<Shared>,
+    key: RunKey,
+    seq: CommandSeq,
+    attempt: u32,
+    result: Result<Payload, ActivityError>,
+) {
+    let result = match result {
+        Ok(p) => AttemptResult::Completed(p),
+        Err(e) => AttemptResult::Failed(e),
+    };
+    activities::report(shared, key, seq, attempt, result).await;
+}
