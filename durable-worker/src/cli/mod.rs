@@ -261,14 +261,14 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            esay!("error: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {e}");
             return EXIT_ERROR;
         }
     };
     match runtime.block_on(dispatch(cli, registry)) {
         Ok(()) => 0,
         Err(f) => {
-            esay!("error: {}", f.message.replace('\n', " "));
+            eprintln!("error: {}", f.message.replace('\n', " "));
             f.code
         }
     }
@@ -348,7 +348,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             let id = WorkflowId(id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
             let out = client.start_encoded(workflow, id.clone(), payload).await?;
             if !out.created {
-                esay!("note: run '{id}' already exists (run id {}); not started again", out.run_id);
+                eprintln!("note: run '{id}' already exists (run id {}); not started again", out.run_id);
             }
             say!("{id}");
             Ok(())
