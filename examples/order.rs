@@ -87,14 +87,31 @@ pub struct OrderResult {
 /// The card number the payment simulator always declines.
 pub const DECLINED_CARD: &str = "4000000000000002";
 
-async fn simulate_work(ms: u64) {
+/// Simulates an activity's work. When `DURABLE_EXAMPLE_LEDGER` names a file, every
+/// execution appends `idempotency_key<TAB>attempt<TAB>start_ms<TAB>end_ms` to it, so a
+/// test can prove which side effects ran, and how often.
+async fn simulate_work(ctx: &ActivityContext, ms: u64) {
+    let start = durable::clock::now_ms();
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    if let Some(path) = std::env::var_os("DURABLE_EXAMPLE_LEDGER") {
+        use std::io::Write as _;
+        let line = format!(
+            "{}\t{}\t{}\t{}\n",
+            ctx.idempotency_key(),
+            ctx.attempt(),
+            start,
+            durable::clock::now_ms()
+        );
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// Checks that the order can be processed at all.
 #[activity]
 async fn validate_order(ctx: ActivityContext, order: Order) -> Result<(), ActivityError> {
-    simulate_work(20).await;
+    simulate_work(&ctx, 20).await;
     tracing::info!(order = %order.order_id, attempt = ctx.attempt(), "validating order");
     if order.items.is_empty() {
         return Err(ActivityError::non_retryable(
@@ -114,11 +131,11 @@ async fn validate_order(ctx: ActivityContext, order: Order) -> Result<(), Activi
 /// Tells the customer their order was rejected.
 #[activity]
 async fn notify_customer_invalid(
-    _ctx: ActivityContext,
+    ctx: ActivityContext,
     order_id: String,
     reason: String,
 ) -> Result<(), ActivityError> {
-    simulate_work(10).await;
+    simulate_work(&ctx, 10).await;
     tracing::info!(order = %order_id, reason, "notified customer: order invalid");
     Ok(())
 }
@@ -127,7 +144,7 @@ async fn notify_customer_invalid(
 /// `inventory_unavailable_for` attempts.
 #[activity]
 async fn check_inventory(ctx: ActivityContext, order: Order) -> Result<Reservation, ActivityError> {
-    simulate_work(30).await;
+    simulate_work(&ctx, 30).await;
     if ctx.attempt() <= order.inventory_unavailable_for {
         tracing::info!(order = %order.order_id, attempt = ctx.attempt(), "inventory service unavailable");
         return Err(ActivityError::retryable(
@@ -146,7 +163,7 @@ async fn check_inventory(ctx: ActivityContext, order: Order) -> Result<Reservati
 /// Charges the card; the test card `4000000000000002` is declined.
 #[activity]
 async fn process_payment(ctx: ActivityContext, order: Order) -> Result<Charge, ActivityError> {
-    simulate_work(40).await;
+    simulate_work(&ctx, 40).await;
     let amount_cents = order
         .items
         .iter()
@@ -169,8 +186,8 @@ async fn process_payment(ctx: ActivityContext, order: Order) -> Result<Charge, A
 
 /// Gives reserved stock back (compensation).
 #[activity]
-async fn release_inventory(_ctx: ActivityContext, reservation: Reservation) -> Result<(), ActivityError> {
-    simulate_work(20).await;
+async fn release_inventory(ctx: ActivityContext, reservation: Reservation) -> Result<(), ActivityError> {
+    simulate_work(&ctx, 20).await;
     tracing::info!(reservation = %reservation.reservation_id, "inventory released");
     Ok(())
 }
@@ -178,27 +195,27 @@ async fn release_inventory(_ctx: ActivityContext, reservation: Reservation) -> R
 /// Tells the customer the order failed.
 #[activity]
 async fn notify_customer_failed(
-    _ctx: ActivityContext,
+    ctx: ActivityContext,
     order_id: String,
     reason: String,
 ) -> Result<(), ActivityError> {
-    simulate_work(10).await;
+    simulate_work(&ctx, 10).await;
     tracing::info!(order = %order_id, reason, "notified customer: order failed");
     Ok(())
 }
 
 /// Sends the confirmation email.
 #[activity]
-async fn send_email(_ctx: ActivityContext, order: Order) -> Result<(), ActivityError> {
-    simulate_work(30).await;
+async fn send_email(ctx: ActivityContext, order: Order) -> Result<(), ActivityError> {
+    simulate_work(&ctx, 30).await;
     tracing::info!(order = %order.order_id, to = %order.customer_email, "confirmation email sent");
     Ok(())
 }
 
 /// Records the sale for analytics.
 #[activity]
-async fn update_analytics(_ctx: ActivityContext, order: Order) -> Result<(), ActivityError> {
-    simulate_work(30).await;
+async fn update_analytics(ctx: ActivityContext, order: Order) -> Result<(), ActivityError> {
+    simulate_work(&ctx, 30).await;
     tracing::info!(order = %order.order_id, "analytics updated");
     Ok(())
 }
@@ -210,7 +227,7 @@ async fn schedule_shipment(
     order: Order,
     reservation: Reservation,
 ) -> Result<String, ActivityError> {
-    simulate_work(30).await;
+    simulate_work(&ctx, 30).await;
     let tracking = format!("TRACK-{}-{}", order.order_id, ctx.seq());
     tracing::info!(order = %order.order_id, reservation = %reservation.reservation_id, tracking, "shipment scheduled");
     Ok(tracking)

@@ -1,0 +1,6 @@
+//! End-to-end tests: real SQLite files, real worker processes, the example binaries.
+
+mod cli;
+mod crash;
+mod support;
+mod workflows;
