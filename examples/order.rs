@@ -235,7 +235,7 @@ async fn schedule_shipment(
 
 /// The order process.
 #[workflow]
-async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, WorkflowError> {
+pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, WorkflowError> {
     if let Err(e) = ctx.activity::<validate_order>(order.clone()).await {
         if e.is("ValidationException") {
             ctx.activity::<notify_customer_invalid>((order.order_id.clone(), e.message().to_owned()),
@@ -294,7 +294,7 @@ async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, Workfl
 }
 
 /// Everything this binary runs.
-fn registry() -> Registry {
+pub fn registry() -> Registry {
     Registry::new()
         .workflow::<order>()
         .activity::<validate_order>()

@@ -67,7 +67,7 @@ pub use durable_core::{
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::RunOutcome;
-pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli};
+pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
 #[cfg(feature = "sqlite")]
 pub use durable_core::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
