@@ -417,3 +417,76 @@ async fn starting_the_same_id_twice_returns_the_existing_run() {
         .await;
     assert!(matches!(wrong, Err(ClientError::WorkflowMismatch { .. })), "{wrong:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_that_ignores_cancellation_ends_it_as_cancelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir.path().join("d.db"));
+    let worker = Running::start(store.clone(), approval_example::registry());
+    let client = Client::new(store);
+    client
+        .start::<approval_example::approval>("exp-5", &approval_request("exp-5", 3600))
+        .await
+        .expect("start");
+    wait_for_event(&client, "exp-5", "SignalAwaited").await;
+    client
+        .cancel(&WorkflowId::from("exp-5"), "request withdrawn")
+        .await
+        .expect("cancel");
+    match client.result::<approval_example::approval>("exp-5", WAIT).await {
+        Err(ClientError::Failed { error, .. }) => {
+            assert_eq!(error.kind(), "Cancelled");
+            assert!(error.message().contains("request withdrawn"), "{error}");
+        }
+        other => panic!("expected a cancelled run, got {other:?}"),
+    }
+    // Cancelling a finished run is refused.
+    let again = client.cancel(&WorkflowId::from("exp-5"), "again").await;
+    assert!(again.is_err());
+    worker.stop().await;
+}
+
+/// Undoes a step after a cancellation.
+#[activity]
+async fn compensate(_ctx: ActivityContext, reason: String) -> Result<String, ActivityError> {
+    Ok(format!("compensated: {reason}"))
+}
+
+/// Waits an hour unless cancelled, in which case it compensates.
+#[workflow]
+async fn cancel_aware(ctx: WorkflowContext) -> Result<String, WorkflowError> {
+    let cancelled = ctx.cancelled();
+    let sleep = ctx.sleep(Duration::from_secs(3600));
+    match futures::future::select(cancelled, sleep).await {
+        futures::future::Either::Left((reason, _)) => {
+            Ok(ctx.activity::<compensate>(reason).await?)
+        }
+        futures::future::Either::Right(_) => Ok("slept".to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_aware_workflow_runs_its_compensation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir.path().join("d.db"));
+    let registry = Registry::new()
+        .workflow::<cancel_aware>()
+        .activity::<compensate>();
+    let worker = Running::start(store.clone(), registry);
+    let client = Client::new(store);
+    client
+        .start::<cancel_aware>("c-1", &())
+        .await
+        .expect("start");
+    wait_for_event(&client, "c-1", "TimerStarted").await;
+    client
+        .cancel(&WorkflowId::from("c-1"), "customer asked")
+        .await
+        .expect("cancel");
+    let out = client
+        .result::<cancel_aware>("c-1", WAIT)
+        .await
+        .expect("completes with its compensation");
+    assert_eq!(out, "compensated: customer asked");
+    worker.stop().await;
+}

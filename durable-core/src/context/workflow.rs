@@ -260,13 +260,20 @@ impl WorkflowContext {
     }
 
     /// True once somebody asked the run to cancel.
+    ///
+    /// Calling this (or [`WorkflowContext::cancelled`]) makes the workflow responsible for
+    /// cancellation: a cancel request is then only a fact it can observe. A workflow that
+    /// never looks is ended as failed with kind `Cancelled` when a cancel arrives.
     pub fn is_cancel_requested(&self) -> bool {
-        self.state.borrow().cancel_reason.is_some()
+        let mut state = self.state.borrow_mut();
+        state.cancel_aware = true;
+        state.cancel_reason.is_some()
     }
 
     /// Resolves with the reason once somebody asks the run to cancel. Select on it to
-    /// stop waiting and run compensations.
+    /// stop waiting and run compensations (see [`WorkflowContext::is_cancel_requested`]).
     pub fn cancelled(&self) -> CancelRequested {
+        self.state.borrow_mut().cancel_aware = true;
         CancelRequested {
             state: self.state.clone(),
         }

@@ -260,7 +260,19 @@ impl RunMachine {
                 reason: "event before RunStarted".into(),
             });
         }
-        self.poll_until_quiescent()
+        self.poll_until_quiescent()?;
+        if let EventKind::CancelRequested { reason } = kind {
+            let aware = self.state.borrow().cancel_aware;
+            if self.outcome.is_none() && !aware {
+                // The code does not handle cancellation: end the run here. Dropping the
+                // future drops its pending commands; their answers are discarded.
+                self.root = None;
+                self.outcome = Some(Err(WorkflowError::cancelled(format!(
+                    "the run was cancelled: {reason}"
+                ))));
+            }
+        }
+        Ok(())
     }
 
     fn poll_until_quiescent(&mut self) -> Result<(), ReplayError> {

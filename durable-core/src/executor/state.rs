@@ -35,6 +35,8 @@ pub(crate) struct RunState {
     signal_buffer: BTreeMap<String, VecDeque<Payload>>,
     signal_waiters: BTreeMap<String, VecDeque<u32>>,
     pub(crate) cancel_reason: Option<String>,
+    /// The code has looked at cancellation at least once, so it handles it itself.
+    pub(crate) cancel_aware: bool,
     cancel_wakers: Vec<Waker>,
     pub(crate) error: Option<ReplayError>,
     pub(crate) replaying: bool,
@@ -55,6 +57,7 @@ impl RunState {
             signal_buffer: BTreeMap::new(),
             signal_waiters: BTreeMap::new(),
             cancel_reason: None,
+            cancel_aware: false,
             cancel_wakers: Vec::new(),
             error: None,
             replaying: false,
