@@ -9,8 +9,75 @@ use std::sync::Arc;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 
 /// An encoded value: an input, output, signal body or error detail.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Payload(#[serde(with = "serde_bytes")] pub Vec<u8>);
+///
+/// In MessagePack (the store) it is a byte string. In human-readable formats (a
+/// history file) it is `{"json": <the value>, "msgpack": "<exact bytes in hex>"}`:
+/// readable in a review, and exact on import. A hand-written file may give only `json`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Vec<u8>);
+
+#[derive(Serialize, Deserialize)]
+struct ReadablePayload {
+    #[serde(default)]
+    json: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    msgpack: Option<String>,
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            ReadablePayload {
+                json: self.to_json().unwrap_or(serde_json::Value::Null),
+                msgpack: Some(to_hex(&self.0)),
+            }
+            .serialize(serializer)
+        } else {
+            serde_bytes::Bytes::new(&self.0).serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let r = ReadablePayload::deserialize(deserializer)?;
+            match r.msgpack {
+                Some(hex) => from_hex(&hex)
+                    .map(Payload)
+                    .map_err(serde::de::Error::custom),
+                None => rmp_serde::to_vec_named(&r.json)
+                    .map(Payload)
+                    .map_err(serde::de::Error::custom),
+            }
+        } else {
+            serde_bytes::ByteBuf::deserialize(deserializer).map(|b| Payload(b.into_vec()))
+        }
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err(format!("hex payload has an odd length ({})", s.len()));
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+            u8::from_str_radix(text, 16).map_err(|_| format!("invalid hex digits {text:?}"))
+        })
+        .collect()
+}
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -248,6 +315,27 @@ mod tests {
         assert!(err.to_string().contains("Order"), "{err}");
         let err = Payload::from_json_as::<Order>("{not json").unwrap_err();
         assert!(matches!(err, PayloadError::Json { .. }));
+    }
+
+    #[test]
+    fn payloads_in_json_are_readable_and_exact() -> Result<(), Box<dyn std::error::Error>> {
+        let p = Payload::encode(&Order {
+            id: "o-1".into(),
+            qty: 3,
+        })?;
+        let text = serde_json::to_string(&p)?;
+        assert!(text.contains(r#""json":{"id":"o-1","qty":3}"#), "{text}");
+        let back: Payload = serde_json::from_str(&text)?;
+        assert_eq!(back, p);
+        // A hand-written payload without the bytes is encoded from its JSON.
+        let hand: Payload = serde_json::from_str(r#"{"json": {"id": "o-2", "qty": 1}}"#)?;
+        assert_eq!(hand.decode::<Order>()?.id, "o-2");
+        assert!(serde_json::from_str::<Payload>(r#"{"msgpack": "abc"}"#).is_err());
+        // In MessagePack it stays a byte string.
+        let packed = rmp_serde::to_vec_named(&p)?;
+        assert!(packed.len() <= p.len() + 5, "{} bytes", packed.len());
+        assert_eq!(rmp_serde::from_slice::<Payload>(&packed)?, p);
+        Ok(())
     }
 
     #[test]

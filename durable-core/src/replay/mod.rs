@@ -116,10 +116,9 @@ impl Replayer {
         let outcome = match (terminal, machine.outcome()) {
             (Some(_), Some(Ok(out))) => ReplayOutcome::Completed(out.clone()),
             (Some(_), Some(Err(e))) => ReplayOutcome::Failed(e.clone()),
-            _ if !commands.is_empty() || finished.is_some() => ReplayOutcome::WouldContinue {
-                commands,
-                finished,
-            },
+            _ if !commands.is_empty() || finished.is_some() => {
+                ReplayOutcome::WouldContinue { commands, finished }
+            }
             _ => ReplayOutcome::Waiting(machine.pending()),
         };
         Ok(ReplayReport {
@@ -128,4 +127,121 @@ impl Replayer {
             outcome,
         })
     }
+}
+
+/// A history file that did not replay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayFileError {
+    /// The file could not be read or is not a well-formed history.
+    #[error(transparent)]
+    File(#[from] crate::history::HistoryFileError),
+    /// The code diverged from the history, or could not run it.
+    #[error("{path}: {source}")]
+    Replay {
+        /// The file.
+        path: String,
+        /// The divergence.
+        #[source]
+        source: ReplayError,
+        /// The events around the divergence, diff style.
+        report: String,
+    },
+}
+
+impl Replayer {
+    /// Replays one history file (see [`crate::history::HistoryFile`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayFileError::File`] for an unreadable or malformed file,
+    /// [`ReplayFileError::Replay`] with a report when the code diverges.
+    pub fn replay_file(&self, path: &std::path::Path) -> Result<ReplayReport, ReplayFileError> {
+        let file = crate::history::HistoryFile::read(path)?;
+        let identity = RunIdentity {
+            workflow_id: file.workflow_id.clone(),
+            run_id: file.run_id.clone(),
+        };
+        self.replay(identity, &file.events)
+            .map_err(|source| ReplayFileError::Replay {
+                path: path.display().to_string(),
+                report: divergence_report(&file.events, &source),
+                source,
+            })
+    }
+
+    /// Replays every `*.json` history file in a folder, in name order; returns each
+    /// file's outcome, so a test can assert that all of them replay.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error when the folder cannot be listed.
+    pub fn replay_dir(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Vec<(std::path::PathBuf, Result<ReplayReport, ReplayFileError>)>> {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        Ok(paths
+            .into_iter()
+            .map(|p| {
+                let r = self.replay_file(&p);
+                (p, r)
+            })
+            .collect())
+    }
+}
+
+fn event_line(e: &Event) -> String {
+    let seq = e.kind.seq().map(|s| format!(" #{s}")).unwrap_or_default();
+    let label = e.kind.label().map(|l| format!(" {l}")).unwrap_or_default();
+    format!("{:>5}  {}{seq}{label}", e.id.0, e.kind.name())
+}
+
+/// The events around a divergence, diff style: `-` marks what history recorded, `+` what
+/// the code did instead, two spaces the unchanged context.
+pub fn divergence_report(history: &[Event], err: &ReplayError) -> String {
+    let (center, issued): (Option<EventId>, Option<String>) = match err {
+        ReplayError::Nondeterminism { seq, issued, .. } => (
+            history
+                .iter()
+                .find(|e| e.kind.is_command() && e.kind.seq() == Some(*seq))
+                .map(|e| e.id),
+            Some(format!("{issued} (command {seq})")),
+        ),
+        ReplayError::MissingCommand { event, .. } => {
+            (Some(*event), Some("(the code issued nothing here)".into()))
+        }
+        ReplayError::UnfinishedRun { event, .. } => {
+            (Some(*event), Some("(the code is still waiting)".into()))
+        }
+        ReplayError::EarlyFinish { event, .. } => {
+            (Some(*event), Some("(the code finished the run here)".into()))
+        }
+        ReplayError::Malformed { event, .. } | ReplayError::Corrupt { event, .. } => {
+            (Some(*event), None)
+        }
+        _ => (None, None),
+    };
+    let Some(center) = center else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in history {
+        if e.id.0 + 3 < center.0 || e.id.0 > center.0 + 3 {
+            continue;
+        }
+        if e.id == center {
+            out.push_str(&format!("- {}\n", event_line(e)));
+            if let Some(issued) = &issued {
+                out.push_str(&format!("+ {:>5}  {issued}\n", e.id.0));
+            }
+        } else {
+            out.push_str(&format!("  {}\n", event_line(e)));
+        }
+    }
+    out
 }

@@ -371,8 +371,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Asks the latest run of `workflow_id` to cancel.
-    async fn request_cancel(&self, workflow_id: &WorkflowId, reason: &str)
-    -> Result<(), StoreError>;
+    async fn request_cancel(
+        &self,
+        workflow_id: &WorkflowId,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Starts a new run of `workflow_id` whose history is the latest run's, cut after
+    /// event `to`; activities and timers pending at that point are scheduled again and
+    /// unapplied signals move over. The old run, if not finished, ends as failed with
+    /// kind `Reset`.
+    async fn reset_run(
+        &self,
+        workflow_id: &WorkflowId,
+        to: EventId,
+    ) -> Result<StartOutcome, StoreError>;
 
     /// Puts a suspended run back in line for an activation.
     async fn resume(&self, workflow_id: &WorkflowId) -> Result<(), StoreError>;

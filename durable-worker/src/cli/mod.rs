@@ -33,7 +33,9 @@ use durable_core::error::StoreError;
 use durable_core::ids::{EventId, WorkflowId};
 use durable_core::payload::Payload;
 use durable_core::registry::Registry;
-use durable_core::replay::{ReplayOutcome, Replayer};
+use durable_core::history::HistoryFile;
+use durable_core::replay::{ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report};
+use durable_core::ReplayError;
 use durable_core::store::sqlite::{SqliteOptions, SqliteStore};
 use durable_core::store::{RunFilter, RunStatus, SharedStore};
 use durable_core::{RunIdentity, clock};
@@ -51,10 +53,20 @@ pub const EXIT_TIMEOUT: i32 = 3;
 #[command(about = "A durable worker binary: run workers and inspect runs", long_about = None)]
 struct Cli {
     /// The SQLite database file.
-    #[arg(long, global = true, default_value = "./durable.db", env = "DURABLE_DB")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "./durable.db",
+        env = "DURABLE_DB"
+    )]
     db: String,
     /// The namespace to work in.
-    #[arg(long, global = true, default_value = "default", env = "DURABLE_NAMESPACE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "default",
+        env = "DURABLE_NAMESPACE"
+    )]
     namespace: String,
     #[command(subcommand)]
     command: Command,
@@ -147,6 +159,9 @@ enum Command {
         /// One JSON object per line per event.
         #[arg(long)]
         json: bool,
+        /// Write a portable history file (for `replay --file` and replay tests).
+        #[arg(long, value_name = "FILE")]
+        export: Option<std::path::PathBuf>,
     },
     /// Send a signal to a run.
     Signal {
@@ -171,10 +186,25 @@ enum Command {
         /// The workflow id.
         id: String,
     },
-    /// Replay a run's history through this binary's code and report divergence.
+    /// Replay histories through this binary's code and report divergence (exit 1).
     Replay {
+        /// The workflow id of a run in the database.
+        #[arg(required_unless_present_any = ["file", "all_open"])]
+        id: Option<String>,
+        /// A history file written by `history --export`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "all_open"])]
+        file: Option<std::path::PathBuf>,
+        /// Every run that is not finished: the deploy gate before rolling out new code.
+        #[arg(long, conflicts_with = "id")]
+        all_open: bool,
+    },
+    /// Start a new run of the same workflow id from the history cut at an event.
+    Reset {
         /// The workflow id.
         id: String,
+        /// The last event to keep.
+        #[arg(long, value_name = "EVENT")]
+        to: u64,
     },
     /// Start a worker and a run, wait for the result, print it.
     Run {
@@ -254,7 +284,10 @@ where
             return code;
         }
     };
-    init_tracing(matches!(cli.command, Command::Worker(_) | Command::Run { .. }));
+    init_tracing(matches!(
+        cli.command,
+        Command::Worker(_) | Command::Run { .. }
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -294,9 +327,9 @@ fn open_store(cli: &Cli, create: bool) -> Result<SharedStore, Failure> {
         },
     )
     .map_err(|e| match e {
-        StoreError::Io(msg) if msg.starts_with("no database at") => {
-            Failure::error(format!("{msg}; start a run or a worker first, or pass --db"))
-        }
+        StoreError::Io(msg) if msg.starts_with("no database at") => Failure::error(format!(
+            "{msg}; start a run or a worker first, or pass --db"
+        )),
         e => Failure::from(e),
     })?;
     Ok(Arc::new(store))
@@ -345,10 +378,16 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             let payload = parse_input(&registry, workflow, input)?;
             let store = open_store(&cli, true)?;
             let client = Client::new(store);
-            let id = WorkflowId(id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+            let id = WorkflowId(
+                id.clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            );
             let out = client.start_encoded(workflow, id.clone(), payload).await?;
             if !out.created {
-                eprintln!("note: run '{id}' already exists (run id {}); not started again", out.run_id);
+                eprintln!(
+                    "note: run '{id}' already exists (run id {}); not started again",
+                    out.run_id
+                );
             }
             say!("{id}");
             Ok(())
@@ -372,7 +411,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     RunOutcome::Running => {
                         return Err(Failure {
                             code: EXIT_TIMEOUT,
-                            message: format!("run '{id}' is still running; pass --wait to wait for it"),
+                            message: format!(
+                                "run '{id}' is still running; pass --wait to wait for it"
+                            ),
                         });
                     }
                 }
@@ -415,16 +456,30 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     say!("{}", output::run_json(r));
                 }
             } else {
-                say!("{:<36} {:<16} {:<10} {:>6}  UPDATED", "WORKFLOW ID", "WORKFLOW", "STATUS", "EVENTS");
+                say!(
+                    "{:<36} {:<16} {:<10} {:>6}  UPDATED",
+                    "WORKFLOW ID",
+                    "WORKFLOW",
+                    "STATUS",
+                    "EVENTS"
+                );
                 for r in &runs {
                     say!("{}", output::run_line(r));
                 }
             }
             Ok(())
         }
-        Command::History { id, json } => {
+        Command::History { id, json, export } => {
             let client = Client::new(open_store(&cli, false)?);
-            let events = client.history(&WorkflowId(id.clone())).await?;
+            let wid = WorkflowId(id.clone());
+            let info = client.status(&wid).await?;
+            let events = client.history(&wid).await?;
+            if let Some(path) = export {
+                let file = HistoryFile::new(info.workflow_id, info.run_id, events);
+                write_new_file(path, &file.to_json())?;
+                eprintln!("wrote {} events to {}", file.events.len(), path.display());
+                return Ok(());
+            }
             for e in &events {
                 if *json {
                     say!("{}", output::event_json(e));
@@ -453,30 +508,80 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             store.resume(&WorkflowId(id.clone())).await?;
             Ok(())
         }
-        Command::Replay { id } => {
+        Command::Replay { id, file, all_open } => {
+            let replayer = Replayer::new(registry.clone());
+            if let Some(path) = file {
+                let report = replayer.replay_file(path).map_err(|e| match e {
+                    ReplayFileError::Replay { source, report, .. } => {
+                        diverged(&path.display().to_string(), &source, &report)
+                    }
+                    e => Failure::error(e.to_string()),
+                })?;
+                say!("{} replays cleanly: {}", path.display(), describe(&report));
+                return Ok(());
+            }
             let client = Client::new(open_store(&cli, false)?);
-            let wid = WorkflowId(id.clone());
-            let info = client.status(&wid).await?;
-            let events = client.history(&wid).await?;
-            let report = Replayer::new(registry.clone())
-                .replay(
-                    RunIdentity {
-                        workflow_id: info.workflow_id.clone(),
-                        run_id: info.run_id.clone(),
-                    },
-                    &events,
-                )
-                .map_err(|e| Failure::error(format!("replay of run '{id}' failed: {e}")))?;
-            let how = match &report.outcome {
-                ReplayOutcome::Completed(_) => "and ends completed, as recorded".to_owned(),
-                ReplayOutcome::Failed(e) => format!("and ends failed ({e}), as recorded"),
-                ReplayOutcome::Waiting(p) => format!("and waits on {} pending command(s)", p.len()),
-                ReplayOutcome::WouldContinue { commands, .. } => format!(
-                    "and would now issue {} new command(s)",
-                    commands.len()
-                ),
+            let runs = if *all_open {
+                let mut runs = Vec::new();
+                for status in [RunStatus::Running, RunStatus::Suspended] {
+                    runs.extend(
+                        client
+                            .list(RunFilter {
+                                status: Some(status),
+                                limit: usize::MAX >> 1,
+                                ..RunFilter::default()
+                            })
+                            .await?,
+                    );
+                }
+                runs
+            } else {
+                let wid = WorkflowId(id.clone().unwrap_or_default());
+                vec![client.status(&wid).await?]
             };
-            say!("run '{id}' replays cleanly: {} events {how}", report.events);
+            let mut failures = Vec::new();
+            for info in &runs {
+                let events = client.store().read_history(info.key, EventId(0)).await?;
+                let identity = RunIdentity {
+                    workflow_id: info.workflow_id.clone(),
+                    run_id: info.run_id.clone(),
+                };
+                match replayer.replay(identity, &events) {
+                    Ok(report) => say!("run '{}' replays cleanly: {}", info.workflow_id, describe(&report)),
+                    Err(e) => {
+                        let report = divergence_report(&events, &e);
+                        say!("run '{}' diverges: {e}", info.workflow_id);
+                        for line in report.lines() {
+                            say!("    {line}");
+                        }
+                        failures.push(info.workflow_id.to_string());
+                    }
+                }
+            }
+            if *all_open {
+                say!("{} open run(s) checked, {} diverge", runs.len(), failures.len());
+            }
+            match failures.as_slice() {
+                [] => Ok(()),
+                [one] if !*all_open => Err(Failure {
+                    code: EXIT_RUN_FAILED,
+                    message: format!("run '{one}' does not replay with this binary's code"),
+                }),
+                many => Err(Failure {
+                    code: EXIT_RUN_FAILED,
+                    message: format!(
+                        "{} run(s) would diverge with this binary's code: {}",
+                        many.len(),
+                        many.join(", ")
+                    ),
+                }),
+            }
+        }
+        Command::Reset { id, to } => {
+            let store = open_store(&cli, false)?;
+            let out = store.reset_run(&WorkflowId(id.clone()), EventId(*to)).await?;
+            say!("{}", out.run_id);
+            eprintln!("run '{id}' continues as run {} from event {to}", out.run_id);
             Ok(())
         }
         Command::Run {
@@ -493,7 +598,10 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             let stop = w.shutdown_handle();
             let running = tokio::spawn(w.run());
             let client = Client::new(store);
-            let id = WorkflowId(id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+            let id = WorkflowId(
+                id.clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            );
             let result = async {
                 client.start_encoded(workflow, id.clone(), payload).await?;
                 client.wait_encoded(&id, timeout).await
@@ -508,17 +616,64 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
     }
 }
 
-async fn run_worker(store: SharedStore, registry: Registry, options: WorkerOptions) -> Result<(), Failure> {
+fn describe(report: &ReplayReport) -> String {
+    let how = match &report.outcome {
+        ReplayOutcome::Completed(_) => "ends completed, as recorded".to_owned(),
+        ReplayOutcome::Failed(e) => format!("ends failed ({e}), as recorded"),
+        ReplayOutcome::Waiting(p) => format!("waits on {} pending command(s)", p.len()),
+        ReplayOutcome::WouldContinue { commands, finished } => match finished {
+            Some(_) => "would now finish the run".to_owned(),
+            None => format!("would now issue {} new command(s)", commands.len()),
+        },
+    };
+    format!("{} events of workflow {}, {how}", report.events, report.workflow)
+}
+
+fn diverged(what: &str, err: &ReplayError, report: &str) -> Failure {
+    if !report.is_empty() {
+        say!("{what} diverges: {err}");
+        for line in report.lines() {
+            say!("    {line}");
+        }
+    }
+    Failure {
+        code: if err.is_nondeterminism() { EXIT_RUN_FAILED } else { EXIT_ERROR },
+        message: format!("{what}: {err}"),
+    }
+}
+
+/// Writes a new file; refuses to overwrite one.
+fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Failure::error(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Failure::error(format!("cannot write {}: {e}", path.display())))
+}
+
+async fn run_worker(
+    store: SharedStore,
+    registry: Registry,
+    options: WorkerOptions,
+) -> Result<(), Failure> {
     let worker = Worker::new(store, registry, options);
     let stop = worker.shutdown_handle();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         stop.shutdown();
     });
-    worker
-        .run()
-        .await
-        .map_err(|e| Failure::error(format!("worker stopped: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))
+    worker.run().await.map_err(|e| {
+        Failure::error(format!(
+            "worker stopped: {e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ))
+    })
 }
 
 async fn wait_for_stop_signal() {
@@ -558,7 +713,10 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
         format!("suspended: {}", info.reason.clone().unwrap_or_default())
     } else if info.status.is_finished() {
         format!("{}", info.status)
-    } else if let Some(a) = activities.iter().find(|a| a.last_error.is_some() && a.owner.is_none()) {
+    } else if let Some(a) = activities
+        .iter()
+        .find(|a| a.last_error.is_some() && a.owner.is_none())
+    {
         format!(
             "activity {} (command {}) failed attempt {}: {}; next attempt at {}",
             a.name,
@@ -567,15 +725,25 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             a.last_error.clone().unwrap_or_default(),
             clock::format_ms(a.available_at_ms)
         )
-    } else if let Some(a) = activities.iter().find(|a| registry.find_activity(&a.name).is_none() && a.owner.is_none()) {
+    } else if let Some(a) = activities
+        .iter()
+        .find(|a| registry.find_activity(&a.name).is_none() && a.owner.is_none())
+    {
         format!(
             "activity {} (command {}) waits for a worker that has it registered{}",
             a.name,
             a.seq,
-            if a.task_queue.is_empty() { String::new() } else { format!(" on task queue {}", a.task_queue) }
+            if a.task_queue.is_empty() {
+                String::new()
+            } else {
+                format!(" on task queue {}", a.task_queue)
+            }
         )
     } else if let Some(a) = activities.first() {
-        format!("activity {} (command {}) is running, attempt {}", a.name, a.seq, a.attempt)
+        format!(
+            "activity {} (command {}) is running, attempt {}",
+            a.name, a.seq, a.attempt
+        )
     } else if !inbox.is_empty() {
         format!("{} event(s) wait for a worker to apply them", inbox.len())
     } else if let Some(t) = timers.first() {
@@ -583,7 +751,9 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             "timer (command {}) due at {} (in {})",
             t.seq,
             clock::format_ms(t.fire_at_ms),
-            humantime::format_duration(Duration::from_millis(u64::try_from((t.fire_at_ms - now).max(0)).unwrap_or(0) / 1000 * 1000))
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from((t.fire_at_ms - now).max(0)).unwrap_or(0) / 1000 * 1000
+            ))
         )
     } else if let Some(name) = waiting_signal.first() {
         format!("waiting for signal {name:?}")
@@ -610,7 +780,10 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     say!("updated:      {}", clock::format_ms(info.updated_at_ms));
     say!("events:       {}", info.last_event_id);
     if let Some(owner) = &info.owner {
-        say!("lease:        {owner} until {}", clock::format_ms(info.lease_expires_at_ms));
+        say!(
+            "lease:        {owner} until {}",
+            clock::format_ms(info.lease_expires_at_ms)
+        );
     }
     say!("why:          {why}");
     for a in &activities {
@@ -619,12 +792,23 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             a.seq,
             a.name,
             a.attempt,
-            a.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default(),
-            if a.owner.is_none() { format!(", next attempt at {}", clock::format_ms(a.available_at_ms)) } else { String::new() }
+            a.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default(),
+            if a.owner.is_none() {
+                format!(", next attempt at {}", clock::format_ms(a.available_at_ms))
+            } else {
+                String::new()
+            }
         );
     }
     for t in &timers {
-        say!("timer:        #{} due {}", t.seq, clock::format_ms(t.fire_at_ms));
+        say!(
+            "timer:        #{} due {}",
+            t.seq,
+            clock::format_ms(t.fire_at_ms)
+        );
     }
     Ok(())
 }
@@ -637,7 +821,9 @@ fn waiting_signals(history: &[durable_core::Event]) -> Vec<String> {
     for e in history {
         match &e.kind {
             EventKind::SignalAwaited { name, .. } => waiting.push(name.clone()),
-            EventKind::SignalReceived { name, .. } => *delivered.entry(name.clone()).or_default() += 1,
+            EventKind::SignalReceived { name, .. } => {
+                *delivered.entry(name.clone()).or_default() += 1
+            }
             _ => {}
         }
     }

@@ -242,7 +242,9 @@ fn check_text(what: &str, value: &str) -> Result<(), StoreError> {
         return Err(StoreError::Invalid(format!("{what} must not be empty")));
     }
     if value.contains('\0') {
-        return Err(StoreError::Invalid(format!("{what} must not contain NUL bytes")));
+        return Err(StoreError::Invalid(format!(
+            "{what} must not contain NUL bytes"
+        )));
     }
     if value.len() > 1000 {
         return Err(StoreError::Invalid(format!(
@@ -265,9 +267,9 @@ impl Shared {
 
     fn decode(&self, key: i64, id: i64, body: Vec<u8>) -> Result<EventKind, StoreError> {
         let bytes = match &self.codec {
-            Some(c) => c.decode(body).map_err(|e| {
-                StoreError::Corrupt(format!("event {id} of run {key}: codec: {e}"))
-            })?,
+            Some(c) => c
+                .decode(body)
+                .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: codec: {e}")))?,
             None => body,
         };
         rmp_serde::from_slice(&bytes)
@@ -327,14 +329,20 @@ impl Shared {
             return Ok(None);
         }
         let body = self.encode(&kind)?;
-        conn.prepare_cached("INSERT INTO inbox (run_key, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(sql_err)?
-            .execute(params![key, now, kind.name(), body])
-            .map_err(sql_err)?;
+        conn.prepare_cached(
+            "INSERT INTO inbox (run_key, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql_err)?
+        .execute(params![key, now, kind.name(), body])
+        .map_err(sql_err)?;
         Ok(Some(conn.last_insert_rowid()))
     }
 
-    fn latest_run(&self, conn: &Connection, workflow_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+    fn latest_run(
+        &self,
+        conn: &Connection,
+        workflow_id: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
         conn.prepare_cached(
             "SELECT run_key, status FROM runs WHERE namespace = ?1 AND workflow_id = ?2 ORDER BY run_key DESC LIMIT 1",
         )
@@ -802,8 +810,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ns = self.shared.namespace.clone();
-        let names_json = serde_json::to_string(names)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let names_json =
+            serde_json::to_string(names).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
         let candidates: Vec<(i64, i64)> = self
             .readers
@@ -1022,7 +1030,11 @@ impl Store for SqliteStore {
                 let Some((key, _)) = shared.latest_run(conn, wid.as_str())? else {
                     return Err(StoreError::NotFound(wid));
                 };
-                match shared.append_inbound(conn, key, EventKind::SignalReceived { name, payload })? {
+                match shared.append_inbound(
+                    conn,
+                    key,
+                    EventKind::SignalReceived { name, payload },
+                )? {
                     Some(_) => Ok(()),
                     None => Err(StoreError::Finished(wid)),
                 }
@@ -1053,6 +1065,139 @@ impl Store for SqliteStore {
             .await?;
         self.wake_workers();
         Ok(())
+    }
+
+    async fn reset_run(
+        &self,
+        workflow_id: &WorkflowId,
+        to: EventId,
+    ) -> Result<StartOutcome, StoreError> {
+        let shared = self.shared.clone();
+        let wid = workflow_id.clone();
+        let out = self
+            .writer
+            .submit(move |conn| {
+                let Some((old, status)) = shared.latest_run(conn, wid.as_str())? else {
+                    return Err(StoreError::NotFound(wid));
+                };
+                let (workflow, last): (String, i64) = conn
+                    .query_row(
+                        "SELECT workflow, last_event_id FROM runs WHERE run_key = ?1",
+                        [old],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(sql_err)?;
+                let to = to_i64(to.0);
+                if to < 1 || to > last {
+                    return Err(StoreError::Invalid(format!(
+                        "run '{wid}' has no event {to}; its events are 1..{last}"
+                    )));
+                }
+                let mut rows: Vec<(i64, i64, String, Option<i64>, Vec<u8>)> = Vec::new();
+                {
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT event_id, time_ms, kind, seq, body FROM events WHERE run_key = ?1 AND event_id <= ?2 ORDER BY event_id",
+                        )
+                        .map_err(sql_err)?;
+                    let mut q = stmt.query(params![old, to]).map_err(sql_err)?;
+                    while let Some(r) = q.next().map_err(sql_err)? {
+                        rows.push((
+                            r.get(0).map_err(sql_err)?,
+                            r.get(1).map_err(sql_err)?,
+                            r.get(2).map_err(sql_err)?,
+                            r.get(3).map_err(sql_err)?,
+                            r.get(4).map_err(sql_err)?,
+                        ));
+                    }
+                }
+                if let Some((_, _, kind, _, _)) = rows.last() {
+                    if kind == "RunCompleted" || kind == "RunFailed" {
+                        return Err(StoreError::Invalid(format!(
+                            "event {to} of run '{wid}' ends the run; reset to an earlier event"
+                        )));
+                    }
+                }
+                let now = clock::now_ms();
+                let run_id = RunId::generate();
+                conn.prepare_cached(
+                    "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
+                     last_event_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6, 1)",
+                )
+                .map_err(sql_err)?
+                .execute(params![shared.namespace, wid.as_str(), run_id.as_str(), workflow, now, to])
+                .map_err(sql_err)?;
+                let key = conn.last_insert_rowid();
+                let mut scheduled = std::collections::BTreeMap::new();
+                let mut timers = std::collections::BTreeMap::new();
+                for (id, time, kind, seq, body) in rows {
+                    conn.prepare_cached(
+                        "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![key, id, time, kind, seq, body])
+                    .map_err(sql_err)?;
+                    match shared.decode(old, id, body)? {
+                        EventKind::ActivityScheduled { seq, name, options, .. } => {
+                            scheduled.insert(seq.0, (id, name, options.task_queue.unwrap_or_default()));
+                        }
+                        EventKind::ActivityCompleted { seq, .. } | EventKind::ActivityFailed { seq, .. } => {
+                            scheduled.remove(&seq.0);
+                        }
+                        EventKind::TimerStarted { seq, duration_ms } => {
+                            timers.insert(seq.0, time.saturating_add(to_i64(duration_ms)));
+                        }
+                        EventKind::TimerFired { seq } => {
+                            timers.remove(&seq.0);
+                        }
+                        _ => {}
+                    }
+                }
+                for (seq, (event_id, name, queue)) in scheduled {
+                    conn.prepare_cached(
+                        "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
+                         lease_expires_at_ms, available_at_ms, scheduled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, 0, ?7, ?7)",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![key, seq, shared.namespace, name, queue, event_id, now])
+                    .map_err(sql_err)?;
+                }
+                for (seq, fire_at) in timers {
+                    conn.prepare_cached(
+                        "INSERT INTO timers (run_key, seq, namespace, fire_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql_err)?
+                    .execute(params![key, seq, shared.namespace, fire_at])
+                    .map_err(sql_err)?;
+                }
+                // Signals the old run had not applied yet belong to the new one.
+                conn.execute("UPDATE inbox SET run_key = ?2 WHERE run_key = ?1", params![old, key])
+                    .map_err(sql_err)?;
+                if status == "running" || status == "suspended" {
+                    let reason = format!("reset to run {run_id} at event {to}");
+                    let error = crate::error::WorkflowError::new("Reset", reason.clone());
+                    shared.append(conn, old, last, &[(now, EventKind::RunFailed { error })])?;
+                    conn.execute(
+                        "UPDATE runs SET status = 'failed', reason = ?2, ready = 0, owner = NULL, fence = fence + 1,
+                         lease_expires_at_ms = 0, last_event_id = last_event_id + 1, updated_at_ms = ?3 WHERE run_key = ?1",
+                        params![old, reason, now],
+                    )
+                    .map_err(sql_err)?;
+                    conn.execute("DELETE FROM activity_tasks WHERE run_key = ?1", [old])
+                        .map_err(sql_err)?;
+                    conn.execute("DELETE FROM timers WHERE run_key = ?1", [old])
+                        .map_err(sql_err)?;
+                }
+                Ok(StartOutcome {
+                    key: RunKey(key),
+                    run_id,
+                    workflow,
+                    created: true,
+                })
+            })
+            .await?;
+        self.wake_workers();
+        Ok(out)
     }
 
     async fn resume(&self, workflow_id: &WorkflowId) -> Result<(), StoreError> {
@@ -1159,7 +1304,9 @@ impl Store for SqliteStore {
         self.readers
             .submit(move |conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT seq, fire_at_ms FROM timers WHERE run_key = ?1 ORDER BY fire_at_ms")
+                    .prepare_cached(
+                        "SELECT seq, fire_at_ms FROM timers WHERE run_key = ?1 ORDER BY fire_at_ms",
+                    )
                     .map_err(sql_err)?;
                 let rows = stmt
                     .query_map([key.0], |r| {
