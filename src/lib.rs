@@ -61,8 +61,8 @@
 
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
-    EventId, EventKind, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
-    ReplayOutcome, ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, SignalWait,
+    EventId, EventKind, HistoryFile, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
+    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report, RetryPolicy, RunId, RunIdentity, SignalWait,
     StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, error, store,
 };
 pub use durable_macros::{activity, workflow};

@@ -184,6 +184,29 @@ impl Registry {
         self
     }
 
+    /// Adds everything `other` registers (e.g. several modules' registries in one
+    /// worker binary).
+    ///
+    /// # Panics
+    ///
+    /// When a name is registered in both.
+    #[must_use]
+    pub fn merge(mut self, other: Registry) -> Self {
+        for (name, w) in other.workflows {
+            assert!(
+                self.workflows.insert(name, w).is_none(),
+                "workflow {name:?} is registered twice"
+            );
+        }
+        for (name, a) in other.activities {
+            assert!(
+                self.activities.insert(name, a).is_none(),
+                "activity {name:?} is registered twice"
+            );
+        }
+        self
+    }
+
     /// Looks up a workflow by name.
     pub fn find_workflow(&self, name: &str) -> Option<&Arc<dyn ErasedWorkflow>> {
         self.workflows.get(name)
