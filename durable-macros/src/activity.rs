@@ -7,9 +7,10 @@
 //!     -> Result<Reservation, ActivityError> { body }
 //! ```
 //!
-//! becomes the unit struct `check_inventory`, its `call` method holding the body, and
-//! `impl Activity for check_inventory` with `Input = Vec<Item>`, `Output = Reservation` and
-//! `NAME = "check_inventory"`. Several arguments make a tuple input, none makes `()`.
+//! keeps the function as written and adds its handle, `pub enum check_inventory {}`, with
+//! `impl Activity for check_inventory`: `Input = Vec<Item>`, `Output = Reservation`,
+//! `NAME = "check_inventory"`, and a `run` that calls the function. Several arguments make a
+//! tuple input, none makes `()`.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -27,7 +28,6 @@ pub(crate) const ACTIVITY: Kind = Kind {
     error: "ActivityError",
     why_async: "the worker awaits them",
     why_result: "`Ok` is recorded as the activity's output, `Err` as a failed attempt",
-    call_doc: "Runs the activity's body directly, outside any worker (for unit tests).",
 };
 
 /// Expands `#[activity(args)] item`.
@@ -51,7 +51,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let (pattern, call) = handle.call_with(&ctx);
     let cfgs = handle.cfg_attrs();
 
-    let mut tokens = handle.struct_and_call(&ACTIVITY);
+    let mut tokens = handle.function_and_handle();
     tokens.extend(quote! {
         #(#cfgs)*
         impl ::durable::__private::Activity for #ident {
@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expansion_implements_activity_for_a_unit_struct() -> syn::Result<()> {
+    fn expansion_keeps_the_function_and_implements_activity_for_its_handle() -> syn::Result<()> {
         let tokens = expand(
             quote!(name = "inventory.check"),
             quote! {
@@ -91,15 +91,15 @@ mod tests {
         let expanded = quote!(#file).to_string();
         for expected in [
             "# [doc = r\" Checks stock.\"]",
-            "pub struct check_inventory ;",
-            "pub async fn call (ctx : ActivityContext , items : Vec < Item > , _ : u8)",
+            "pub async fn check_inventory (ctx : ActivityContext , items : Vec < Item > , _ : u8)",
+            "pub enum check_inventory { }",
             "impl :: durable :: __private :: Activity for check_inventory",
             "type Input = (Vec < Item > , u8) ;",
             "type Output = Reservation ;",
             "const NAME : & 'static str = \"inventory.check\" ;",
             "fn run (ctx : :: durable :: __private :: ActivityContext , (arg0 , arg1) : Self :: Input)",
             "-> :: durable :: __private :: BoxFuture < 'static ,",
-            "Self :: call (ctx , arg0 , arg1) . await . map_err (| error | < ActivityError as \
+            "check_inventory (ctx , arg0 , arg1) . await . map_err (| error | < ActivityError as \
              :: core :: convert :: Into < :: durable :: __private :: ActivityError > > :: into \
              (error))",
         ] {

@@ -1,5 +1,5 @@
 //! What `#[workflow]` and `#[activity]` share: the checks on the function's signature and the
-//! unit-struct handle, with its `call` method, that both generate.
+//! handle both generate, an uninhabited enum named like the function.
 //!
 //! The two macros accept the same shape, `async fn name(ctx: Context, a: A, b: B) -> Result<T, E>`,
 //! and differ only in the context, the error type, the trait and the words of their messages,
@@ -34,8 +34,6 @@ pub(crate) struct Kind {
     pub(crate) why_async: &'static str,
     /// What becomes of the `Ok` and `Err` values, which is why the return type is a `Result`.
     pub(crate) why_result: &'static str,
-    /// The doc comment of the generated `call` method.
-    pub(crate) call_doc: &'static str,
 }
 
 /// A function that passed validation, split into the parts the expansion needs.
@@ -61,7 +59,7 @@ pub(crate) fn parse_item(kind: &Kind, item: TokenStream) -> Result<ItemFn, Token
             let error = Error::new_spanned(
                 &other,
                 format!(
-                    "`{}` goes on an `async fn`: it turns the function into {} {} handle",
+                    "`{}` goes on an `async fn`: it defines {} {} handle beside the function",
                     kind.attr, kind.article, kind.noun
                 ),
             );
@@ -195,8 +193,8 @@ fn receiver_error(kind: &Kind, receiver: &syn::Receiver) -> Error {
     Error::new_spanned(
         receiver,
         format!(
-            "`{}` goes on a free function, not a method: it turns the function into a unit \
-             struct of the same name",
+            "`{}` goes on a free function, not a method: it defines a handle type of the same \
+             name beside the function",
             kind.attr
         ),
     )
@@ -322,7 +320,7 @@ fn ownership_errors(ty: &Type, borrowed: &str, opaque: &str) -> Vec<Error> {
 }
 
 impl Handle<'_> {
-    /// The function's name, which the handle struct takes over.
+    /// The function's name, which the handle shares.
     pub(crate) fn ident(&self) -> &Ident {
         &self.item.sig.ident
     }
@@ -346,7 +344,7 @@ impl Handle<'_> {
         }
     }
 
-    /// The pattern of `run`'s input parameter and the expression that calls the body with it.
+    /// The pattern of `run`'s input parameter and the expression that calls the function with it.
     ///
     /// The pattern uses generated names, since the user's own may be `_` or `mut x`.
     pub(crate) fn call_with(&self, ctx: &Ident) -> (TokenStream, TokenStream) {
@@ -387,7 +385,7 @@ impl Handle<'_> {
     /// (callable directly in unit tests), and a binding such as `order: Order` inside a
     /// `#[workflow] async fn order` still binds instead of naming the handle, which a unit
     /// struct would do.
-    pub(crate) fn struct_and_call(&self, _kind: &Kind) -> TokenStream {
+    pub(crate) fn function_and_handle(&self) -> TokenStream {
         let item = self.item;
         let ident = &item.sig.ident;
         let vis = &item.vis;
@@ -455,10 +453,12 @@ mod tests {
     #[test]
     fn input_is_unit_without_arguments_and_the_type_with_one() -> Result<(), String> {
         let none: ItemFn = parse_quote! {
-            async fn run(ctx: durable::WorkflowContext) -> std::result::Result<(), E> { todo!() }
+            async fn nightly(ctx: durable::WorkflowContext) -> std::result::Result<(), E> {
+                todo!()
+            }
         };
         let one: ItemFn = parse_quote! {
-            async fn run(_: WorkflowContext, _: String) -> Result<u8, E> { todo!() }
+            async fn greet(_: WorkflowContext, _: String) -> Result<u8, E> { todo!() }
         };
         let mut errors = Vec::new();
         let none = validate(&WORKFLOW, &none, &mut errors).ok_or(format!("{errors:?}"))?;
@@ -469,11 +469,11 @@ mod tests {
         let (pattern, call) = none.call_with(&ctx);
         assert_eq!(
             (pattern.to_string(), call.to_string()),
-            ("()".into(), "Self :: call (ctx)".into())
+            ("()".into(), "nightly (ctx)".into())
         );
         let (pattern, call) = one.call_with(&ctx);
         assert_eq!(pattern.to_string(), "arg0");
-        assert_eq!(call.to_string(), "Self :: call (ctx , arg0)");
+        assert_eq!(call.to_string(), "greet (ctx , arg0)");
         Ok(())
     }
 

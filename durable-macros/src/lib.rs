@@ -3,10 +3,12 @@
 //! Use them through the `durable` crate, which re-exports both in `durable::prelude`; the code
 //! they generate refers to items under `::durable::__private`.
 //!
-//! Each macro turns an `async fn` into a unit struct of the same name, the function's *handle*,
-//! which implements durable's `Workflow` or `Activity` trait. Workflow code passes the handle
-//! to the context, so the input and output types are checked by the compiler and no string name
-//! appears in user code.
+//! Each macro keeps the `async fn` as written and adds, under the same name, its *handle*: an
+//! uninhabited enum that implements durable's `Workflow` or `Activity` trait. Code names the
+//! handle as a type, `ctx.activity::<check_inventory>(items)` or
+//! `Registry::new().workflow::<order>()`, so the compiler checks input and output types and no
+//! string name appears in user code. The enum lives in the type namespace only: the function
+//! stays callable by its name, and a binding such as `order: Order` is not shadowed.
 //!
 //! Both macros report every problem they find at once, each on the offending tokens, and keep
 //! the function beside the errors so that the rest of the crate still type-checks.
@@ -19,26 +21,25 @@ mod workflow;
 
 use proc_macro::TokenStream;
 
-/// Turns an `async fn` into an activity: a step with side effects, whose result is recorded in
-/// the history and never recomputed on replay.
+/// Makes an `async fn` an activity: a step with side effects, whose result is recorded in the
+/// history and never recomputed on replay.
 ///
 /// ```
 /// use durable::prelude::*;
 ///
-/// #[derive(Serialize, Deserialize)]
+/// #[derive(Clone, Serialize, Deserialize)]
 /// pub struct Item {
 ///     pub sku: String,
 ///     pub quantity: u32,
 /// }
 ///
-/// /// Reserves stock for the items, returning the reservation's id.
+/// /// Reserves stock for the items, returning how many units were reserved.
 /// #[activity]
 /// pub async fn reserve_items(
-///     ctx: ActivityContext,
+///     _ctx: ActivityContext,
 ///     items: Vec<Item>,
-/// ) -> Result<u64, ActivityError> {
-///     let _ = (ctx, items);
-///     Ok(7)
+/// ) -> Result<u32, ActivityError> {
+///     Ok(items.iter().map(|item| item.quantity).sum())
 /// }
 ///
 /// /// Several arguments make the input a tuple; `name` sets the name in the history.
@@ -50,6 +51,15 @@ use proc_macro::TokenStream;
 /// ) -> Result<(), ActivityError> {
 ///     let _ = (to, body);
 ///     Ok(())
+/// }
+///
+/// /// A workflow calls activities through their handles.
+/// #[workflow]
+/// pub async fn order(ctx: WorkflowContext, items: Vec<Item>) -> Result<u32, WorkflowError> {
+///     let reserved = ctx.activity::<reserve_items>(items).await?;
+///     let body = format!("{reserved} units reserved");
+///     ctx.activity::<send_email>(("shop@example.com".into(), body)).await?;
+///     Ok(reserved)
 /// }
 /// ```
 ///
@@ -63,12 +73,13 @@ use proc_macro::TokenStream;
 ///
 /// # What it generates
 ///
-/// For `pub async fn reserve_items(ctx: ActivityContext, items: Vec<Item>) -> Result<u64, E>`:
+/// For `pub async fn reserve_items(ctx: ActivityContext, items: Vec<Item>) -> Result<u32, E>`:
 ///
-/// - `pub struct reserve_items;`, a `Copy` unit struct with the function's docs;
-/// - `reserve_items::call(ctx, items)`, the body as written, for unit tests;
-/// - `impl Activity for reserve_items` with `Input = Vec<Item>`, `Output = u64` and
-///   `NAME = "reserve_items"`, whose `run` awaits `call` and converts the error with `Into`.
+/// - the function, unchanged, so unit tests can call it directly;
+/// - `pub enum reserve_items {}`, the handle, with the function's docs;
+/// - `impl Activity for reserve_items` with `Input = Vec<Item>`, `Output = u32` and
+///   `NAME = "reserve_items"`, whose `run` awaits the function and converts its error with
+///   `Into`.
 ///
 /// No arguments make the input `()`; several make it a tuple, `(String, String)` for
 /// `send_email` above.
@@ -82,19 +93,20 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
     activity::expand(args.into(), item.into()).into()
 }
 
-/// Turns an `async fn` into a workflow: code that is replayed from its history after every
+/// Makes an `async fn` a workflow: code that is replayed from its history after every
 /// restart, so it must issue the same commands each time it runs.
 ///
 /// ```
 /// use durable::prelude::*;
+/// use std::time::Duration;
 ///
-/// /// Greets someone by name.
+/// /// Waits a day, then greets someone by name.
 /// #[workflow]
 /// pub async fn greet_tomorrow(
 ///     ctx: WorkflowContext,
 ///     name: String,
 /// ) -> Result<String, WorkflowError> {
-///     let _ = ctx;
+///     ctx.sleep(Duration::from_secs(24 * 60 * 60)).await;
 ///     Ok(format!("hello, {name}"))
 /// }
 ///
@@ -103,6 +115,11 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 /// pub async fn nightly_report(_ctx: WorkflowContext) -> Result<(), WorkflowError> {
 ///     Ok(())
 /// }
+///
+/// let registry = Registry::new()
+///     .workflow::<greet_tomorrow>()
+///     .workflow::<nightly_report>();
+/// # let _ = registry;
 /// ```
 ///
 /// # Requirements

@@ -21,7 +21,6 @@ pub(crate) const WORKFLOW: Kind = Kind {
     error: "WorkflowError",
     why_async: "durable's executor polls them, and replays them after a restart",
     why_result: "`Ok` is recorded as the run's result, `Err` as its failure",
-    call_doc: "Runs the workflow's body directly, outside any worker (for unit tests).",
 };
 
 /// Expands `#[workflow(args)] item`.
@@ -50,7 +49,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let (pattern, call) = handle.call_with(&ctx);
     let cfgs = handle.cfg_attrs();
 
-    let mut tokens = handle.struct_and_call(&WORKFLOW);
+    let mut tokens = handle.function_and_handle();
     tokens.extend(quote! {
         #(#cfgs)*
         impl ::durable::__private::Workflow for #ident {
@@ -87,13 +86,14 @@ mod tests {
         let file: syn::File = syn::parse2(tokens)?;
         let expanded = quote!(#file).to_string();
         for expected in [
-            "struct nightly ;",
+            "async fn nightly (ctx : WorkflowContext)",
+            "enum nightly { }",
             "impl :: durable :: __private :: Workflow for nightly",
             "type Input = () ;",
             "const NAME : & 'static str = \"nightly\" ;",
             "fn run (ctx : :: durable :: __private :: WorkflowContext , () : Self :: Input)",
             "-> :: durable :: __private :: LocalBoxFuture < 'static ,",
-            "Self :: call (ctx) . await",
+            "nightly (ctx) . await",
         ] {
             assert!(
                 expanded.contains(expected),

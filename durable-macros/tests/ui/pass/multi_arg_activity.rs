@@ -19,9 +19,16 @@ pub async fn reserve(
     Ok(items.iter().map(|item| item.quantity).sum::<u32>() + attempts)
 }
 
+/// Calls the activity with its tuple input, type-checked against the arguments.
+#[workflow]
+pub async fn restock(ctx: WorkflowContext, items: Vec<Item>) -> Result<u32, WorkflowError> {
+    Ok(ctx.activity::<reserve>((items, 0, true)).await?)
+}
+
 fn main() {
     let input: <reserve as Activity>::Input = (Vec::new(), 0, true);
     let output: <reserve as Activity>::Output = 0_u32;
     let _ = (input, output);
     assert_eq!(<reserve as Activity>::NAME, "reserve");
+    let _registry = Registry::new().activity::<reserve>().workflow::<restock>();
 }
