@@ -58,25 +58,32 @@
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
+//! - `postgres` (default): the PostgreSQL store, for many workers on many machines, and
+//!   `--database-url` in the CLI.
 
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
     EventId, EventKind, HistoryFile, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
-    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report, RetryPolicy, RunId, RunIdentity, SignalWait,
+    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report, RetryPolicy, RunId, RunIdentity, Secret, SignalWait,
     StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, error, store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::RunOutcome;
 pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
+#[cfg(feature = "postgres")]
+pub use durable_core::store::postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use durable_core::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+#[cfg(feature = "testing")]
+pub use durable_core::testing;
 
 /// Everything a typical workflow module needs.
 pub mod prelude {
     pub use crate::{
-        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Worker, WorkerOptions,
-        WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
+        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Secret, Worker,
+        WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

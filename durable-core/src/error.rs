@@ -242,6 +242,21 @@ pub enum ReplayError {
         /// What history recorded.
         recorded: CommandSummary,
     },
+    /// The code issued a command where history records none: history goes on with
+    /// another event (or ends the run) without it.
+    #[error(
+        "non-determinism at command {seq}: the code issued {issued}, history has no command there (event {event} is {recorded})"
+    )]
+    ExtraCommand {
+        /// The command number.
+        seq: CommandSeq,
+        /// The event history has where the command would have been recorded.
+        event: EventId,
+        /// What the code issued.
+        issued: CommandSummary,
+        /// The kind of that event, e.g. `RunCompleted`.
+        recorded: String,
+    },
     /// History records the run as finished, but the code did not finish.
     #[error("non-determinism at event {event}: history says the run {recorded}, the code is still waiting")]
     UnfinishedRun {
@@ -298,6 +313,7 @@ impl ReplayError {
             self,
             ReplayError::Nondeterminism { .. }
                 | ReplayError::MissingCommand { .. }
+                | ReplayError::ExtraCommand { .. }
                 | ReplayError::UnfinishedRun { .. }
                 | ReplayError::EarlyFinish { .. }
         )

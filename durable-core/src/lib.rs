@@ -25,6 +25,10 @@
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
+//! - `postgres` (default): `store::postgres`, the PostgreSQL store that many worker
+//!   processes on many machines share.
+//! - `testing`: `testing::TestEnv`, a virtual-time environment for fast tests of long
+//!   workflows, and `store::conformance`, the suite every store passes.
 
 pub mod clock;
 pub mod command;
@@ -38,7 +42,10 @@ pub mod payload;
 pub mod registry;
 pub mod replay;
 pub mod retry;
+pub mod secret;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
@@ -52,4 +59,5 @@ pub use registry::{Activity, ErasedActivity, ErasedWorkflow, Registry, Workflow}
 pub use history::HistoryFile;
 pub use replay::{ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report};
 pub use retry::RetryPolicy;
+pub use secret::Secret;
 pub use store::Store;

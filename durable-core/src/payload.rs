@@ -8,6 +8,18 @@ use std::sync::Arc;
 /// The default largest encoded payload: 2 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 
+/// The deepest nesting a payload may have when it is decoded: 128 levels, as for JSON
+/// text (serde_json's limit), so every payload that came in as JSON decodes. rmp-serde's
+/// own limit (1,024) is past what a 2 MiB thread stack holds in a debug build: a hostile
+/// payload would abort the process instead of failing to decode.
+pub const MAX_DEPTH: usize = 128;
+
+fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de)
+}
+
 /// An encoded value: an input, output, signal body or error detail.
 ///
 /// In MessagePack (the store) it is a byte string. In human-readable formats (a
@@ -67,7 +79,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("hex payload has an odd length ({})", s.len()));
     }
     s.as_bytes()
@@ -148,7 +160,7 @@ impl Payload {
     ///
     /// [`PayloadError::Decode`] if the bytes are not a valid `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
-        rmp_serde::from_slice(&self.0).map_err(|e| PayloadError::Decode {
+        from_msgpack(&self.0).map_err(|e| PayloadError::Decode {
             type_name: std::any::type_name::<T>(),
             message: e.to_string(),
         })
@@ -192,7 +204,7 @@ impl Payload {
         if self.0.is_empty() {
             return Ok(serde_json::Value::Null);
         }
-        rmp_serde::from_slice::<serde_json::Value>(&self.0).map_err(|e| PayloadError::Decode {
+        from_msgpack::<serde_json::Value>(&self.0).map_err(|e| PayloadError::Decode {
             type_name: "json value",
             message: e.to_string(),
         })
@@ -336,6 +348,20 @@ mod tests {
         assert!(packed.len() <= p.len() + 5, "{} bytes", packed.len());
         assert_eq!(rmp_serde::from_slice::<Payload>(&packed)?, p);
         Ok(())
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_an_error_not_a_stack_overflow() {
+        let nested = |depth: usize| {
+            let mut bytes = vec![0x91; depth];
+            bytes.push(0xc0);
+            Payload(bytes)
+        };
+        assert!(nested(MAX_DEPTH / 2).to_json().is_ok());
+        for depth in [MAX_DEPTH + 1, 1_000, 100_000] {
+            assert!(nested(depth).to_json().is_err(), "{depth}");
+            assert!(nested(depth).decode::<serde_json::Value>().is_err(), "{depth}");
+        }
     }
 
     #[test]

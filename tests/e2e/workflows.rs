@@ -94,7 +94,10 @@ async fn order_happy_path_ships_with_email_and_analytics_in_parallel() {
         .expect("the order ships");
     assert_eq!(out.order_id, "A-1001");
     assert!(out.tracking_number.starts_with("TRACK-A-1001-"));
-    let history = client.history(&WorkflowId::from("ok-1")).await.expect("history");
+    let history = client
+        .history(&WorkflowId::from("ok-1"))
+        .await
+        .expect("history");
     assert_eq!(
         scheduled(&history),
         [
@@ -108,16 +111,20 @@ async fn order_happy_path_ships_with_email_and_analytics_in_parallel() {
     );
     // Both parallel activities were scheduled before either completed.
     let pos = |pred: &dyn Fn(&EventKind) -> bool| history.iter().position(|e| pred(&e.kind));
-    let email_scheduled = pos(&|k| matches!(k, EventKind::ActivityScheduled { name, .. } if name == "send_email"));
-    let analytics_scheduled = pos(&|k| matches!(k, EventKind::ActivityScheduled { name, .. } if name == "update_analytics"));
-    let first_parallel_done = pos(&|k| matches!(k, EventKind::ActivityCompleted { seq, .. } if seq.0 == 4 || seq.0 == 5));
+    let email_scheduled =
+        pos(&|k| matches!(k, EventKind::ActivityScheduled { name, .. } if name == "send_email"));
+    let analytics_scheduled = pos(
+        &|k| matches!(k, EventKind::ActivityScheduled { name, .. } if name == "update_analytics"),
+    );
+    let first_parallel_done =
+        pos(&|k| matches!(k, EventKind::ActivityCompleted { seq, .. } if seq.0 == 4 || seq.0 == 5));
     assert!(email_scheduled < first_parallel_done && analytics_scheduled < first_parallel_done);
     // The charge's transaction id comes from the stable idempotency key.
-    let info = client.status(&WorkflowId::from("ok-1")).await.expect("status");
-    assert_eq!(
-        out.transaction_id,
-        format!("txn-ok-1-{}-3", info.run_id)
-    );
+    let info = client
+        .status(&WorkflowId::from("ok-1"))
+        .await
+        .expect("status");
+    assert_eq!(out.transaction_id, format!("txn-ok-1-{}-3", info.run_id));
     worker.stop().await;
 }
 
@@ -143,14 +150,26 @@ async fn order_failure_paths_notify_and_compensate() {
         }
         other => panic!("expected a ValidationException failure, got {other:?}"),
     }
-    let history = client.history(&WorkflowId::from("invalid")).await.expect("history");
-    assert_eq!(scheduled(&history), ["validate_order", "notify_customer_invalid"]);
+    let history = client
+        .history(&WorkflowId::from("invalid"))
+        .await
+        .expect("history");
+    assert_eq!(
+        scheduled(&history),
+        ["validate_order", "notify_customer_invalid"]
+    );
 
-    match client.result::<order_example::order>("declined", WAIT).await {
+    match client
+        .result::<order_example::order>("declined", WAIT)
+        .await
+    {
         Err(ClientError::Failed { error, .. }) => assert_eq!(error.kind(), "PaymentFailed"),
         other => panic!("expected a PaymentFailed failure, got {other:?}"),
     }
-    let history = client.history(&WorkflowId::from("declined")).await.expect("history");
+    let history = client
+        .history(&WorkflowId::from("declined"))
+        .await
+        .expect("history");
     assert_eq!(
         scheduled(&history),
         [
@@ -190,8 +209,15 @@ async fn order_retries_an_unavailable_inventory_service_with_backoff() {
         .await
         .expect("the order ships after one retry");
     // One retry after the policy's 2 s initial interval.
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
-    let history = client.history(&WorkflowId::from("flaky")).await.expect("history");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let history = client
+        .history(&WorkflowId::from("flaky"))
+        .await
+        .expect("history");
     let inventory_attempt = history.iter().find_map(|e| match &e.kind {
         EventKind::ActivityCompleted { seq, attempt, .. } if seq.0 == 2 => Some(*attempt),
         _ => None,
@@ -272,11 +298,11 @@ async fn approval_signal_arrives_before_the_timeout() {
         .expect("approved");
     assert_eq!(out.status, "approved");
     assert_eq!(out.decided_by.as_deref(), Some("lee"));
-    let history = client.history(&WorkflowId::from("exp-1")).await.expect("history");
-    assert_eq!(
-        scheduled(&history),
-        ["notify_approver", "execute_request"]
-    );
+    let history = client
+        .history(&WorkflowId::from("exp-1"))
+        .await
+        .expect("history");
+    assert_eq!(scheduled(&history), ["notify_approver", "execute_request"]);
     assert!(
         !history.iter().any(|e| e.kind.name() == "TimerFired"),
         "the timeout must not fire"
@@ -313,7 +339,10 @@ async fn approval_without_a_signal_escalates_when_the_timeout_fires() {
         )
         .await;
     assert!(
-        matches!(late, Err(ClientError::Store(durable::StoreError::Finished(_)))),
+        matches!(
+            late,
+            Err(ClientError::Store(durable::StoreError::Finished(_)))
+        ),
         "{late:?}"
     );
     worker.stop().await;
@@ -379,7 +408,10 @@ async fn a_timer_outlives_a_worker_restart_and_fires_on_time() {
         .await
         .expect("escalated after the restart");
     assert_eq!(out.status, "escalated");
-    let history = client.history(&WorkflowId::from("exp-4")).await.expect("history");
+    let history = client
+        .history(&WorkflowId::from("exp-4"))
+        .await
+        .expect("history");
     let started = history
         .iter()
         .find(|e| e.kind.name() == "TimerStarted")
@@ -415,7 +447,10 @@ async fn starting_the_same_id_twice_returns_the_existing_run() {
     let wrong = client
         .start::<order_example::order>("same", &order_input("order-ok.json"))
         .await;
-    assert!(matches!(wrong, Err(ClientError::WorkflowMismatch { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(ClientError::WorkflowMismatch { .. })),
+        "{wrong:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +468,10 @@ async fn cancelling_a_run_that_ignores_cancellation_ends_it_as_cancelled() {
         .cancel(&WorkflowId::from("exp-5"), "request withdrawn")
         .await
         .expect("cancel");
-    match client.result::<approval_example::approval>("exp-5", WAIT).await {
+    match client
+        .result::<approval_example::approval>("exp-5", WAIT)
+        .await
+    {
         Err(ClientError::Failed { error, .. }) => {
             assert_eq!(error.kind(), "Cancelled");
             assert!(error.message().contains("request withdrawn"), "{error}");
@@ -489,4 +527,56 @@ async fn a_cancel_aware_workflow_runs_its_compensation() {
         .expect("completes with its compensation");
     assert_eq!(out, "compensated: customer asked");
     worker.stop().await;
+}
+
+/// A bug hidden in a helper the workflow calls: a loop that does not yield (bounded here
+/// so the abandoned thread ends with the test).
+fn busy_loop(ms: u64) {
+    let begin = Instant::now();
+    while begin.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+}
+
+/// Workflow code stuck in a loop for `spin_ms`.
+#[workflow]
+async fn spins(_ctx: WorkflowContext, spin_ms: u64) -> Result<(), WorkflowError> {
+    busy_loop(spin_ms);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_stuck_in_a_loop_is_suspended_and_other_runs_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir.path().join("d.db"));
+    let registry = approval_example::registry().workflow::<spins>();
+    let worker = Worker::new(
+        store.clone(),
+        registry,
+        WorkerOptions {
+            activation_deadline: Duration::from_millis(300),
+            ..fast_options()
+        },
+    );
+    let stop = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+    let client = Client::new(store);
+    client.start::<spins>("stuck", &3000).await.expect("start");
+    client
+        .start::<approval_example::approval>("fine", &approval_request("fine", 1))
+        .await
+        .expect("start");
+    let out = client
+        .result::<approval_example::approval>("fine", WAIT)
+        .await
+        .expect("the other run completes");
+    assert_eq!(out.status, "escalated");
+    match client.result::<spins>("stuck", WAIT).await {
+        Err(ClientError::Suspended { reason, .. }) => {
+            assert!(reason.contains("without yielding"), "{reason}")
+        }
+        other => panic!("expected the stuck run to be suspended, got {other:?}"),
+    }
+    stop.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
 }

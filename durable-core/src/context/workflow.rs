@@ -229,8 +229,11 @@ impl WorkflowContext {
                 }
                 drop(state);
                 // The error recorded above fails the activation; unwinding out of the
-                // workflow body here keeps the unreadable value from being used.
-                panic!("recorded value of marker {name:?} is unreadable")
+                // workflow body here keeps the unreadable value from being used. Not a
+                // panic: the panic hook would print it as if the code had crashed.
+                std::panic::resume_unwind(Box::new(format!(
+                    "recorded value of marker {name:?} is unreadable"
+                )))
             }
         }
     }
@@ -445,10 +448,10 @@ impl<T: DeserializeOwned> Future for SignalWait<T> {
 
 impl<T> Drop for SignalWait<T> {
     fn drop(&mut self) {
-        if let (Some(seq), false) = (self.seq, self.done) {
-            if let Ok(mut state) = self.state.try_borrow_mut() {
-                state.abandon_signal(seq, &self.name);
-            }
+        if let (Some(seq), false) = (self.seq, self.done)
+            && let Ok(mut state) = self.state.try_borrow_mut()
+        {
+            state.abandon_signal(seq, &self.name);
         }
     }
 }

@@ -9,14 +9,16 @@
 //! production ran. Nothing here touches tokio or a database.
 
 pub(crate) mod state;
+#[cfg(test)]
+mod tests;
 
+use crate::command::Command;
 use crate::context::workflow::WorkflowContext;
 use crate::error::{ReplayError, WorkflowError};
 use crate::event::{Event, EventKind};
 use crate::ids::{CommandSeq, EventId, RunId, WorkflowId};
 use crate::payload::Payload;
 use crate::registry::{ErasedWorkflow, ErasedWorkflowFuture};
-use crate::command::Command;
 use state::{Resolution, RunState};
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -58,6 +60,12 @@ pub struct RunMachine {
     outcome_taken: bool,
     last_applied: EventId,
     started: bool,
+    /// The number of the last command event applied: command events follow issue order.
+    last_command: u32,
+    /// The terminal event, once applied: nothing may follow it.
+    finished_at: Option<EventId>,
+    /// The last event of the recorded history being replayed (0 when live).
+    history_end: EventId,
 }
 
 impl std::fmt::Debug for RunMachine {
@@ -109,7 +117,10 @@ impl RunMachine {
         else {
             return Err(ReplayError::Malformed {
                 event: started.id,
-                reason: format!("history starts with {}, not RunStarted", started.kind.name()),
+                reason: format!(
+                    "history starts with {}, not RunStarted",
+                    started.kind.name()
+                ),
             });
         };
         if started.id != EventId(1) {
@@ -151,6 +162,9 @@ impl RunMachine {
             outcome_taken: false,
             last_applied: EventId(0),
             started: false,
+            last_command: 0,
+            finished_at: None,
+            history_end: EventId(0),
         })
     }
 
@@ -158,17 +172,22 @@ impl RunMachine {
     /// by number and recorded values (random numbers, side effects, patches) are returned
     /// as recorded. Call before applying a recorded history.
     pub fn preload(&mut self, history: &[Event]) {
+        self.history_end = history.last().map_or(EventId(0), |e| e.id);
         let mut state = self.state.borrow_mut();
         for event in history {
-            if event.kind.is_command() {
-                if let Some(seq) = event.kind.seq() {
-                    state.recorded.insert(seq.0, (event.id, event.kind.clone()));
-                }
+            if event.kind.is_command()
+                && let Some(seq) = event.kind.seq()
+            {
+                state.recorded.insert(seq.0, (event.id, event.kind.clone()));
             }
         }
     }
 
     /// Applies one event of the run's history, in log order.
+    ///
+    /// Take the commands the previous event made the code issue
+    /// ([`RunMachine::take_commands`]) and record them before applying the next event: a
+    /// command still untaken when the next event arrives is one the history lacks.
     ///
     /// # Errors
     ///
@@ -184,10 +203,41 @@ impl RunMachine {
                 ),
             });
         }
+        if let Some(end) = self.finished_at {
+            return Err(ReplayError::Malformed {
+                event: event.id,
+                reason: format!("an event after the run finished at event {end}"),
+            });
+        }
         self.last_applied = event.id;
         let kind = &event.kind;
+        // A command event may follow untaken commands: they come after it in the same
+        // activation, in a history that ends within it (`reset --to` cuts anywhere).
+        if !kind.is_command()
+            && let Some((seq, command)) = self.state.borrow().new_commands.first()
+        {
+            // History records an activation's commands right after its event, so the
+            // code issued a command here that the recorded run did not.
+            return Err(ReplayError::ExtraCommand {
+                seq: *seq,
+                event: event.id,
+                issued: command.summary(),
+                recorded: kind.name().to_owned(),
+            });
+        }
         if kind.is_command() {
             let seq = kind.seq().expect("command events carry a command number");
+            if seq.0 != self.last_command + 1 {
+                return Err(ReplayError::Malformed {
+                    event: event.id,
+                    reason: format!(
+                        "command {seq} is recorded where command {} belongs; commands are \
+                         recorded in issue order",
+                        self.last_command + 1
+                    ),
+                });
+            }
+            self.last_command = seq.0;
             let state = self.state.borrow();
             if seq.0 >= state.next_seq {
                 return Err(ReplayError::MissingCommand {
@@ -212,20 +262,23 @@ impl RunMachine {
                 }),
                 (Some(_), _) => {
                     self.outcome_taken = true;
+                    self.finished_at = Some(event.id);
                     Ok(())
                 }
             };
         }
         if self.outcome.is_some() {
-            // The code finished; inbound events after that (a late signal, a cancel) are
-            // facts about the world but change nothing. A recorded terminal event must
-            // not be followed by more of the code's commands, which the check above and
-            // MissingCommand catch.
-            return Ok(());
+            // The run's end is recorded in the activation where the code finished, so
+            // the recorded run applied this event while still running: it diverged.
+            return Err(ReplayError::EarlyFinish {
+                event: event.id,
+                recorded: kind.name().to_owned(),
+            });
         }
         {
             let mut state = self.state.borrow_mut();
             state.now_ms = event.time_ms;
+            state.more_history = event.id < self.history_end;
             match kind {
                 EventKind::RunStarted { .. } => {
                     if self.started {

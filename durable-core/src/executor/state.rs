@@ -20,17 +20,63 @@ pub(crate) enum Resolution {
     Signal(Payload),
 }
 
+/// What an issued command waits for, so an answer of another kind is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaits {
+    ActivityResult,
+    TimerFiring,
+    Signal,
+    Nothing,
+}
+
+impl Awaits {
+    fn of(cmd: &Command) -> Self {
+        match cmd {
+            Command::ScheduleActivity { .. } => Awaits::ActivityResult,
+            Command::StartTimer { .. } => Awaits::TimerFiring,
+            Command::WaitSignal { .. } => Awaits::Signal,
+            Command::RecordMarker { .. } => Awaits::Nothing,
+        }
+    }
+
+    fn answered_by(resolution: &Resolution) -> Self {
+        match resolution {
+            Resolution::ActivityOk(_) | Resolution::ActivityErr(_) => Awaits::ActivityResult,
+            Resolution::TimerFired => Awaits::TimerFiring,
+            Resolution::Signal(_) => Awaits::Signal,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Awaits::ActivityResult => "an activity result",
+            Awaits::TimerFiring => "a timer firing",
+            Awaits::Signal => "a signal",
+            Awaits::Nothing => "nothing",
+        }
+    }
+}
+
+/// An issued command still waiting for its answer.
+struct Waiting {
+    awaits: Awaits,
+    waker: Option<Waker>,
+}
+
 pub(crate) struct RunState {
     pub(crate) identity: RunIdentity,
     pub(crate) workflow: String,
     pub(crate) now_ms: i64,
+    /// The run's seed: each fresh random value is drawn from the stream of its command
+    /// number, so it does not depend on which values earlier replays drew.
+    seed: u64,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) next_seq: u32,
     /// Command events of a recorded history, by number (filled by `preload`).
     pub(crate) recorded: HashMap<u32, (EventId, EventKind)>,
     pub(crate) new_commands: Vec<(CommandSeq, Command)>,
     /// Issued commands still waiting for their answer.
-    waiting: BTreeMap<u32, Option<Waker>>,
+    waiting: BTreeMap<u32, Waiting>,
     results: HashMap<u32, Resolution>,
     signal_buffer: BTreeMap<String, VecDeque<Payload>>,
     signal_waiters: BTreeMap<String, VecDeque<u32>>,
@@ -40,6 +86,9 @@ pub(crate) struct RunState {
     cancel_wakers: Vec<Waker>,
     pub(crate) error: Option<ReplayError>,
     pub(crate) replaying: bool,
+    /// True while the event being applied is followed by more recorded history, so the
+    /// commands of this activation, if the recorded run issued any, are in `recorded`.
+    pub(crate) more_history: bool,
 }
 
 impl RunState {
@@ -48,6 +97,7 @@ impl RunState {
             identity,
             workflow,
             now_ms,
+            seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_seq: 1,
             recorded: HashMap::new(),
@@ -61,6 +111,7 @@ impl RunState {
             cancel_wakers: Vec::new(),
             error: None,
             replaying: false,
+            more_history: false,
         }
     }
 
@@ -86,25 +137,38 @@ impl RunState {
                     issued,
                 });
             }
-        } else {
+        }
+        let awaits = Awaits::of(&cmd);
+        if !self.recorded.contains_key(&seq.0) {
             self.new_commands.push((seq, cmd));
         }
-        self.waiting.insert(seq.0, None);
+        self.waiting.insert(
+            seq.0,
+            Waiting {
+                awaits,
+                waker: None,
+            },
+        );
         seq
     }
 
     /// Records a value the first time; returns the recorded value on replay.
-    pub(crate) fn marker(&mut self, name: String, fresh: impl FnOnce(&mut Self) -> Payload) -> Payload {
+    pub(crate) fn marker(
+        &mut self,
+        name: String,
+        fresh: impl FnOnce(&mut Self) -> Payload,
+    ) -> Payload {
         let seq = CommandSeq(self.next_seq);
         if let Some((_, EventKind::MarkerRecorded { name: n, value, .. })) =
             self.recorded.get(&seq.0)
+            && *n == name
         {
-            if *n == name {
-                let value = value.clone();
-                self.next_seq += 1;
-                return value;
-            }
+            let value = value.clone();
+            self.next_seq += 1;
+            return value;
         }
+        self.rng = ChaCha8Rng::seed_from_u64(self.seed);
+        self.rng.set_stream(u64::from(seq.0));
         let value = fresh(self);
         // `issue` reports a mismatch when history holds something else at this number.
         self.issue(Command::RecordMarker {
@@ -126,7 +190,9 @@ impl RunState {
             }
             Some(_) => false,
             None => {
-                let beyond = self.recorded.keys().all(|k| *k < seq);
+                // Past the last recorded command. While more recorded history follows,
+                // the recorded run went on without passing here: it predates the patch.
+                let beyond = !self.more_history && self.recorded.keys().all(|k| *k < seq);
                 if beyond {
                     self.marker(name, |_| Payload::default());
                     true
@@ -140,19 +206,19 @@ impl RunState {
     /// `ctx.deprecate_patch(id)`: consumes the marker where old history has it.
     pub(crate) fn deprecate_patch(&mut self, id: &str) {
         let name = format!("patch:{id}");
-        if let Some((_, EventKind::MarkerRecorded { name: n, .. })) = self.recorded.get(&self.next_seq)
+        if let Some((_, EventKind::MarkerRecorded { name: n, .. })) =
+            self.recorded.get(&self.next_seq)
+            && *n == name
         {
-            if *n == name {
-                self.next_seq += 1;
-            }
+            self.next_seq += 1;
         }
     }
 
     pub(crate) fn register_waker(&mut self, seq: CommandSeq, waker: &Waker) {
         if let Some(slot) = self.waiting.get_mut(&seq.0) {
-            match slot {
+            match &slot.waker {
                 Some(w) if w.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
+                _ => slot.waker = Some(waker.clone()),
             }
         }
     }
@@ -167,14 +233,24 @@ impl RunState {
         seq: CommandSeq,
         resolution: Resolution,
     ) -> Result<(), ReplayError> {
-        match self.waiting.remove(&seq.0) {
-            Some(waker) => {
+        let answered = Awaits::answered_by(&resolution);
+        match self.waiting.get(&seq.0).map(|w| w.awaits) {
+            Some(awaits) if awaits == answered => {
+                let waiting = self.waiting.remove(&seq.0);
                 self.results.insert(seq.0, resolution);
-                if let Some(w) = waker {
+                if let Some(w) = waiting.and_then(|w| w.waker) {
                     w.wake();
                 }
                 Ok(())
             }
+            Some(awaits) => Err(ReplayError::Malformed {
+                event,
+                reason: format!(
+                    "{} for command {seq}, which waits for {}",
+                    answered.describe(),
+                    awaits.describe()
+                ),
+            }),
             None => Err(ReplayError::Malformed {
                 event,
                 reason: format!(
@@ -189,7 +265,11 @@ impl RunState {
         let seq = self.issue(Command::WaitSignal {
             name: name.to_owned(),
         });
-        if let Some(p) = self.signal_buffer.get_mut(name).and_then(VecDeque::pop_front) {
+        if let Some(p) = self
+            .signal_buffer
+            .get_mut(name)
+            .and_then(VecDeque::pop_front)
+        {
             self.waiting.remove(&seq.0);
             return (seq, Some(p));
         }
@@ -217,12 +297,15 @@ impl RunState {
     }
 
     pub(crate) fn deliver_signal(&mut self, name: &str, payload: Payload) {
-        let waiter = self.signal_waiters.get_mut(name).and_then(VecDeque::pop_front);
+        let waiter = self
+            .signal_waiters
+            .get_mut(name)
+            .and_then(VecDeque::pop_front);
         match waiter {
             Some(seq) => {
-                if let Some(waker) = self.waiting.remove(&seq) {
+                if let Some(waiting) = self.waiting.remove(&seq) {
                     self.results.insert(seq, Resolution::Signal(payload));
-                    if let Some(w) = waker {
+                    if let Some(w) = waiting.waker {
                         w.wake();
                     }
                 }

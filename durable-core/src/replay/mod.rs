@@ -212,6 +212,9 @@ pub fn divergence_report(history: &[Event], err: &ReplayError) -> String {
                 .map(|e| e.id),
             Some(format!("{issued} (command {seq})")),
         ),
+        ReplayError::ExtraCommand {
+            seq, event, issued, ..
+        } => (Some(*event), Some(format!("{issued} (command {seq})"))),
         ReplayError::MissingCommand { event, .. } => {
             (Some(*event), Some("(the code issued nothing here)".into()))
         }

@@ -11,6 +11,10 @@
 //! - Due times and lease expiry are judged by the store's clock.
 //! - Every query is scoped by the store handle's namespace.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -338,11 +342,14 @@ pub trait Store: Send + Sync + 'static {
     /// Extends every lease `worker` holds (runs and activity attempts).
     async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError>;
 
-    /// Claims up to `limit` due activity attempts whose name is in `names`.
+    /// Claims up to `limit` due activity attempts whose name is in `names` and whose
+    /// task queue is in `queues` (the empty string is the default queue), so a pool of
+    /// workers can serve only some queues.
     async fn claim_activities(
         &self,
         worker: &WorkerId,
         names: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ActivityTask>, StoreError>;

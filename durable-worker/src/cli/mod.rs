@@ -12,6 +12,10 @@
 //! run <workflow> --input JSON                 start a worker, start a run, wait, print
 //! ```
 //!
+//! Every subcommand works on the SQLite file named by `--db` (default `./durable.db`), or
+//! on a PostgreSQL database with `--database-url postgres://...` (`DURABLE_DATABASE_URL`),
+//! optionally in a schema of its own (`--database-schema`).
+//!
 //! Exit codes: 0 success; 1 the run failed (`result`, `run`); 2 an error (bad input,
 //! unknown run, not a durable database); 3 the run did not finish in time.
 
@@ -60,6 +64,13 @@ struct Cli {
         env = "DURABLE_DB"
     )]
     db: String,
+    /// A PostgreSQL database to use instead of the SQLite file, e.g.
+    /// postgres://user:password@host:5432/db (takes precedence over --db).
+    #[arg(long, global = true, env = "DURABLE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The PostgreSQL schema holding durable's tables (created if missing).
+    #[arg(long, global = true, env = "DURABLE_DATABASE_SCHEMA")]
+    database_schema: Option<String>,
     /// The namespace to work in.
     #[arg(
         long,
@@ -86,6 +97,19 @@ struct WorkerArgs {
     /// Runs kept in memory.
     #[arg(long, default_value_t = 10_000)]
     max_cached_runs: usize,
+    /// A task queue this worker serves (repeat for several; default: the default queue).
+    #[arg(
+        long = "task-queue",
+        env = "DURABLE_TASK_QUEUES",
+        value_delimiter = ','
+    )]
+    task_queues: Vec<String>,
+    /// An activation running this long without yielding suspends its run (milliseconds).
+    #[arg(long, default_value_t = 30_000)]
+    activation_deadline_ms: u64,
+    /// Activations of a run cut short this many times in a row suspend it.
+    #[arg(long, default_value_t = 5)]
+    max_activation_failures: u32,
 }
 
 impl WorkerArgs {
@@ -95,6 +119,9 @@ impl WorkerArgs {
             poll_interval: Duration::from_millis(self.poll_ms.max(1)),
             max_concurrent_activities: self.max_activities.max(1),
             max_cached_runs: self.max_cached_runs.max(1),
+            task_queues: self.task_queues.clone(),
+            activation_deadline: Duration::from_millis(self.activation_deadline_ms.max(10)),
+            max_activation_failures: self.max_activation_failures.max(1),
             ..WorkerOptions::default()
         }
     }
@@ -145,6 +172,9 @@ enum Command {
         /// Only running runs with no progress for this long (e.g. 10m, 2h).
         #[arg(long)]
         stuck: Option<String>,
+        /// Only runs created within this long (e.g. 1h, 7days).
+        #[arg(long)]
+        since: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -278,10 +308,14 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            eprintln!("error: {}", clap_error_line(&e));
+            return EXIT_ERROR;
+        }
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_ERROR } else { 0 };
+            // --help and --version.
             let _ = e.print();
-            return code;
+            return 0;
         }
     };
     init_tracing(matches!(
@@ -307,6 +341,22 @@ where
     }
 }
 
+/// A command-line mistake as one line, like every other error: clap's text without its
+/// usage block (`--help` shows that), tips kept.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error:").map_or(line, str::trim_start));
+        }
+    }
+    parts.join(" ")
+}
+
 fn init_tracing(worker: bool) {
     let default = if worker { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DURABLE_LOG")
@@ -317,7 +367,10 @@ fn init_tracing(worker: bool) {
         .try_init();
 }
 
-fn open_store(cli: &Cli, create: bool) -> Result<SharedStore, Failure> {
+async fn open_store(cli: &Cli, create: bool) -> Result<SharedStore, Failure> {
+    if let Some(url) = &cli.database_url {
+        return open_database_url(cli, url).await;
+    }
     let store = SqliteStore::open(
         &cli.db,
         SqliteOptions {
@@ -333,6 +386,24 @@ fn open_store(cli: &Cli, create: bool) -> Result<SharedStore, Failure> {
         e => Failure::from(e),
     })?;
     Ok(Arc::new(store))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_database_url(cli: &Cli, url: &str) -> Result<SharedStore, Failure> {
+    use durable_core::store::postgres::{PostgresOptions, PostgresStore};
+    let options = PostgresOptions {
+        namespace: cli.namespace.clone(),
+        schema: cli.database_schema.clone(),
+        ..PostgresOptions::default()
+    };
+    Ok(Arc::new(PostgresStore::connect(url, options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_database_url(_cli: &Cli, _url: &str) -> Result<SharedStore, Failure> {
+    Err(Failure::error(
+        "--database-url needs PostgreSQL support; this binary was built without the `postgres` feature",
+    ))
 }
 
 fn parse_input(registry: &Registry, workflow: &str, json: &str) -> Result<Payload, Failure> {
@@ -367,7 +438,7 @@ fn timeout_arg(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
 async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
     match &cli.command {
         Command::Worker(args) => {
-            let store = open_store(&cli, true)?;
+            let store = open_store(&cli, true).await?;
             run_worker(store, registry, args.options()).await
         }
         Command::Start {
@@ -376,7 +447,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             id,
         } => {
             let payload = parse_input(&registry, workflow, input)?;
-            let store = open_store(&cli, true)?;
+            let store = open_store(&cli, true).await?;
             let client = Client::new(store);
             let id = WorkflowId(
                 id.clone()
@@ -394,7 +465,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         }
         Command::Result { id, wait, timeout } => {
             let timeout = timeout_arg(*timeout)?;
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             let id = WorkflowId(id.clone());
             let info = client.status(&id).await?;
             let payload = if *wait {
@@ -426,10 +497,11 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             status,
             workflow,
             stuck,
+            since,
             limit,
             json,
         } => {
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             let status = match status {
                 None => None,
                 Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
@@ -449,6 +521,11 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     .map_err(|e| Failure::error(format!("--stuck {stuck:?}: {e}")))?;
                 filter.status = Some(RunStatus::Running);
                 filter.updated_before_ms = Some(clock::now_ms() - clock::duration_ms(d));
+            }
+            if let Some(since) = since {
+                let d = humantime::parse_duration(since)
+                    .map_err(|e| Failure::error(format!("--since {since:?}: {e}")))?;
+                filter.created_after_ms = Some(clock::now_ms() - clock::duration_ms(d));
             }
             let runs = client.list(filter).await?;
             if *json {
@@ -470,7 +547,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             Ok(())
         }
         Command::History { id, json, export } => {
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             let wid = WorkflowId(id.clone());
             let info = client.status(&wid).await?;
             let events = client.history(&wid).await?;
@@ -492,19 +569,19 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Signal { id, name, payload } => {
             let body = Payload::from_json(payload)
                 .map_err(|e| Failure::error(format!("--payload: {e}")))?;
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             client
                 .signal_encoded(&WorkflowId(id.clone()), name, body)
                 .await?;
             Ok(())
         }
         Command::Cancel { id, reason } => {
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             client.cancel(&WorkflowId(id.clone()), reason).await?;
             Ok(())
         }
         Command::Retry { id } => {
-            let store = open_store(&cli, false)?;
+            let store = open_store(&cli, false).await?;
             store.resume(&WorkflowId(id.clone())).await?;
             Ok(())
         }
@@ -520,7 +597,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 say!("{} replays cleanly: {}", path.display(), describe(&report));
                 return Ok(());
             }
-            let client = Client::new(open_store(&cli, false)?);
+            let client = Client::new(open_store(&cli, false).await?);
             let runs = if *all_open {
                 let mut runs = Vec::new();
                 for status in [RunStatus::Running, RunStatus::Suspended] {
@@ -578,7 +655,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             }
         }
         Command::Reset { id, to } => {
-            let store = open_store(&cli, false)?;
+            let store = open_store(&cli, false).await?;
             let out = store.reset_run(&WorkflowId(id.clone()), EventId(*to)).await?;
             say!("{}", out.run_id);
             eprintln!("run '{id}' continues as run {} from event {to}", out.run_id);
@@ -593,7 +670,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         } => {
             let timeout = timeout_arg(*timeout)?;
             let payload = parse_input(&registry, workflow, input)?;
-            let store = open_store(&cli, true)?;
+            let store = open_store(&cli, true).await?;
             let w = Worker::new(store.clone(), registry.clone(), worker.options());
             let stop = w.shutdown_handle();
             let running = tokio::spawn(w.run());
@@ -699,7 +776,7 @@ async fn wait_for_stop_signal() {
 }
 
 async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<(), Failure> {
-    let client = Client::new(open_store(cli, false)?);
+    let client = Client::new(open_store(cli, false).await?);
     let wid = WorkflowId(id.to_owned());
     let info = client.status(&wid).await?;
     let store = client.store();
@@ -712,7 +789,10 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     let why = if info.status == RunStatus::Suspended {
         format!("suspended: {}", info.reason.clone().unwrap_or_default())
     } else if info.status.is_finished() {
-        format!("{}", info.status)
+        match history.last().map(|e| &e.kind) {
+            Some(durable_core::EventKind::RunFailed { error }) => format!("failed: {error}"),
+            _ => "completed".to_owned(),
+        }
     } else if let Some(a) = activities
         .iter()
         .find(|a| a.last_error.is_some() && a.owner.is_none())

@@ -192,9 +192,23 @@ pub(crate) async fn report(
     tracing::error!(run = %key, seq = seq.0, "could not record an activity result; its lease will expire and the attempt will run again");
 }
 
+/// The task queues a worker with `task_queues` claims from, as the store names them:
+/// the default queue is the empty string (also spelled `default`), and no queues at all
+/// means the default one.
+pub(crate) fn served_queues(task_queues: &[String]) -> Vec<String> {
+    let mut queues: Vec<String> = task_queues.to_vec();
+    if queues.is_empty() || queues.iter().any(|q| q.is_empty() || q == "default") {
+        queues.extend([String::new(), "default".to_owned()]);
+    }
+    queues.sort();
+    queues.dedup();
+    queues
+}
+
 /// Claims activity attempts other workers (or this one, before a crash) scheduled.
 pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
     let notify = shared.store.work_notifier();
+    let queues = served_queues(&shared.options.task_queues);
     loop {
         if shared.is_shutting_down() {
             return Ok(());
@@ -206,7 +220,13 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         if free > 0 {
             match shared
                 .store
-                .claim_activities(&shared.id, &shared.activity_names, free, shared.options.lease)
+                .claim_activities(
+                    &shared.id,
+                    &shared.activity_names,
+                    &queues,
+                    free,
+                    shared.options.lease,
+                )
                 .await
             {
                 Ok(tasks) => {
@@ -241,5 +261,21 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
             _ = &mut notified => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_queues;
+
+    #[test]
+    fn served_queues_name_the_default_queue_as_the_store_does() {
+        let q = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(served_queues(&[]), q(&["", "default"]));
+        assert_eq!(served_queues(&q(&["payments"])), q(&["payments"]));
+        assert_eq!(
+            served_queues(&q(&["payments", "default"])),
+            q(&["", "default", "payments"])
+        );
     }
 }

@@ -11,7 +11,8 @@ use durable_core::ids::{CommandSeq, EventId, RunKey};
 use durable_core::registry::Registry;
 use durable_core::{RunIdentity, RunMachine, clock, replay};
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 /// What an activation produced: the events to append, in order, from `after + 1`.
@@ -24,6 +25,7 @@ pub(crate) struct Activation {
 
 pub(crate) struct ActivateRequest {
     pub(crate) key: RunKey,
+    pub(crate) fence: durable_core::FencingToken,
     pub(crate) identity: RunIdentity,
     pub(crate) workflow: String,
     /// The full history, when the engine has no machine for the run.
@@ -36,22 +38,38 @@ pub(crate) struct ActivateRequest {
 
 pub(crate) enum EngineMsg {
     Activate(Box<ActivateRequest>),
-    Evict(RunKey),
+    /// Drops the run's machine if it belongs to the actor with this fencing token: the
+    /// late eviction of an actor that was replaced must not drop its successor's.
+    Evict(RunKey, durable_core::FencingToken),
+}
+
+/// What the engine thread is doing, for the watchdog.
+#[derive(Default)]
+pub(crate) struct Busy {
+    /// When the current activation started (ms since the epoch), 0 when idle.
+    pub(crate) since_ms: AtomicI64,
+    /// The run being activated.
+    pub(crate) key: AtomicI64,
+    /// Its fencing token.
+    pub(crate) fence: AtomicU64,
 }
 
 #[derive(Clone)]
 pub(crate) struct EngineHandle {
     tx: mpsc::Sender<EngineMsg>,
+    pub(crate) busy: Arc<Busy>,
 }
 
 impl EngineHandle {
     pub(crate) fn spawn(registry: Registry) -> Self {
         let (tx, rx) = mpsc::channel();
+        let busy = Arc::new(Busy::default());
+        let b = busy.clone();
         std::thread::Builder::new()
             .name("durable-workflows".into())
-            .spawn(move || engine_loop(registry, rx))
+            .spawn(move || engine_loop(registry, rx, &b))
             .expect("spawning the workflow engine thread");
-        EngineHandle { tx }
+        EngineHandle { tx, busy }
     }
 
     pub(crate) fn send(&self, msg: EngineMsg) -> bool {
@@ -59,19 +77,40 @@ impl EngineHandle {
     }
 }
 
-fn engine_loop(registry: Registry, rx: mpsc::Receiver<EngineMsg>) {
+fn engine_loop(registry: Registry, rx: mpsc::Receiver<EngineMsg>, busy: &Busy) {
     let mut machines: HashMap<RunKey, RunMachine> = HashMap::new();
+    // The fencing token of the actor each machine belongs to. Tokens grow with every
+    // change of owner, so a lower one comes from an actor that was replaced.
+    let mut owners: HashMap<RunKey, durable_core::FencingToken> = HashMap::new();
     while let Ok(msg) = rx.recv() {
         match msg {
-            EngineMsg::Evict(key) => {
-                machines.remove(&key);
+            EngineMsg::Evict(key, fence) => {
+                if owners.get(&key) == Some(&fence) {
+                    machines.remove(&key);
+                    owners.remove(&key);
+                }
             }
             EngineMsg::Activate(req) => {
                 let req = *req;
                 let key = req.key;
+                if owners.get(&key).is_some_and(|f| *f > req.fence) {
+                    let _ = req.reply.send(Err(ReplayError::Malformed {
+                        event: EventId(0),
+                        reason: "the run changed hands; this activation is stale".into(),
+                    }));
+                    continue;
+                }
+                if req.restore.is_some() {
+                    owners.insert(key, req.fence);
+                }
+                busy.key.store(key.0, Ordering::Release);
+                busy.fence.store(req.fence.0, Ordering::Release);
+                busy.since_ms.store(clock::now_ms(), Ordering::Release);
                 let result = activate(&registry, &mut machines, req.key, req.identity, &req.workflow, req.restore, req.inbound, req.max_payload);
+                busy.since_ms.store(0, Ordering::Release);
                 if result.is_err() {
                     machines.remove(&key);
+                    owners.remove(&key);
                 }
                 let _ = req.reply.send(result);
             }

@@ -39,6 +39,12 @@ pub struct WorkerOptions {
     pub task_queues: Vec<String>,
     /// How long a graceful shutdown waits for running activities.
     pub shutdown_grace: Duration,
+    /// An activation that runs this long without yielding (workflow code stuck in a
+    /// loop) suspends its run; the engine thread is replaced and the stuck one abandoned.
+    pub activation_deadline: Duration,
+    /// A run whose activations were cut short this many times in a row (panics,
+    /// crashed workers) is suspended instead of tried again.
+    pub max_activation_failures: u32,
 }
 
 impl Default for WorkerOptions {
@@ -52,6 +58,8 @@ impl Default for WorkerOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             task_queues: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
+            activation_deadline: Duration::from_secs(30),
+            max_activation_failures: 5,
         }
     }
 }
@@ -74,7 +82,7 @@ pub(crate) struct Shared {
     pub(crate) store: SharedStore,
     pub(crate) registry: Registry,
     pub(crate) options: WorkerOptions,
-    pub(crate) engine: EngineHandle,
+    engine: Mutex<EngineHandle>,
     pub(crate) runs: Mutex<HashMap<RunKey, RunHandle>>,
     pub(crate) activity_slots: Arc<Semaphore>,
     pub(crate) activity_names: Vec<String>,
@@ -87,11 +95,25 @@ impl Shared {
     /// Whether this worker runs `activity` on `queue` itself.
     pub(crate) fn runs_locally(&self, activity: &str, queue: Option<&str>) -> bool {
         let queue_ok = match queue {
-            None | Some("") => self.options.task_queues.is_empty()
-                || self.options.task_queues.iter().any(|q| q.is_empty() || q == "default"),
+            None | Some("") => {
+                self.options.task_queues.is_empty()
+                    || self
+                        .options
+                        .task_queues
+                        .iter()
+                        .any(|q| q.is_empty() || q == "default")
+            }
             Some(q) => self.options.task_queues.iter().any(|t| t == q),
         };
         queue_ok && self.registry.find_activity(activity).is_some()
+    }
+
+    /// The current engine thread.
+    pub(crate) fn engine(&self) -> EngineHandle {
+        match self.engine.lock() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -112,7 +134,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.shared.id).finish()
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -143,7 +167,7 @@ impl Worker {
         activity_names.sort();
         let shared = Arc::new(Shared {
             id: WorkerId::generate(),
-            engine: EngineHandle::spawn(registry.clone()),
+            engine: Mutex::new(EngineHandle::spawn(registry.clone())),
             store,
             registry,
             activity_slots: Arc::new(Semaphore::new(options.max_concurrent_activities.max(1))),
@@ -192,6 +216,7 @@ impl Worker {
         tasks.spawn(activities::claim_loop(shared.clone()));
         tasks.spawn(timer_loop(shared.clone()));
         tasks.spawn(lease_loop(shared.clone()));
+        tasks.spawn(watchdog_loop(shared.clone()));
         let mut shutdown = shared.shutdown.clone();
         let mut fatal = None;
         loop {
@@ -211,7 +236,8 @@ impl Worker {
         // Let running activities finish, then hand back every lease.
         let grace = shared.options.shutdown_grace;
         let slots = shared.activity_slots.clone();
-        let total = u32::try_from(shared.options.max_concurrent_activities.max(1)).unwrap_or(u32::MAX);
+        let total =
+            u32::try_from(shared.options.max_concurrent_activities.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, slots.acquire_many(total)).await;
         tasks.shutdown().await;
         let handles: Vec<(RunKey, RunHandle)> = shared
@@ -259,6 +285,54 @@ async fn timer_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
     }
 }
 
+/// Suspends a run whose activation spins without yielding and replaces the engine
+/// thread, so one bad run cannot stall every other.
+async fn watchdog_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let deadline = clock_ms(shared.options.activation_deadline);
+    let every = (shared.options.activation_deadline / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        let engine = shared.engine();
+        let since = engine.busy.since_ms.load(Ordering::Acquire);
+        if since == 0 || durable_core::clock::now_ms() - since < deadline {
+            continue;
+        }
+        let key = RunKey(engine.busy.key.load(Ordering::Acquire));
+        let fence = durable_core::FencingToken(engine.busy.fence.load(Ordering::Acquire));
+        let reason = format!(
+            "an activation ran for more than {} ms without yielding (an endless loop in workflow code?)",
+            deadline
+        );
+        tracing::error!(run = %key, reason, "suspending the run and abandoning its engine thread, which keeps a CPU busy until this process restarts");
+        if let Ok(mut e) = shared.engine.lock() {
+            *e = EngineHandle::spawn(shared.registry.clone());
+        }
+        // Every cached machine lived on the old thread: hand all runs back.
+        let handles: Vec<RunHandle> = shared
+            .runs
+            .lock()
+            .map(|mut m| m.drain().map(|(_, h)| h).collect())
+            .unwrap_or_default();
+        for h in &handles {
+            h.evict();
+        }
+        if let Err(e) = shared
+            .store
+            .activation_failed(key, &shared.id, fence, &reason, true)
+            .await
+        {
+            tracing::warn!(error = %e, "could not suspend the stuck run");
+        }
+    }
+}
+
+fn clock_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 async fn lease_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
     let every = shared.options.lease / 3;
     loop {
@@ -266,7 +340,11 @@ async fn lease_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         if shared.is_shutting_down() {
             return Ok(());
         }
-        if let Err(e) = shared.store.renew_leases(&shared.id, shared.options.lease).await {
+        if let Err(e) = shared
+            .store
+            .renew_leases(&shared.id, shared.options.lease)
+            .await
+        {
             tracing::warn!(error = %e, "renewing leases failed");
         }
     }

@@ -69,6 +69,10 @@ struct RunActor {
     fence: FencingToken,
     fresh: bool,
     handle: RunHandle,
+    /// Timers with a local wake-up pending; a wake-up for any other timer is a
+    /// duplicate (armed twice, or fired meanwhile through the store's sweep) and is
+    /// dropped, since applying a second `TimerFired` would fail the activation.
+    armed: std::collections::HashSet<CommandSeq>,
 }
 
 enum Next {
@@ -121,6 +125,25 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
 }
 
 fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
+    if c.activation_failures >= shared.options.max_activation_failures {
+        // Its owners kept dying mid-activation: stop feeding it workers.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let reason = format!(
+                "{} activations in a row were cut short (crashed workers or stuck code); fix the cause, then `retry`",
+                c.activation_failures
+            );
+            tracing::error!(workflow_id = %c.workflow_id, reason, "suspending the run");
+            if let Err(e) = shared
+                .store
+                .activation_failed(c.key, &shared.id, c.fence, &reason, true)
+                .await
+            {
+                tracing::warn!(error = %e, "could not suspend the run");
+            }
+        });
+        return;
+    }
     let Ok(mut runs) = shared.runs.lock() else {
         return;
     };
@@ -150,6 +173,7 @@ fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
         fence: c.fence,
         fresh: true,
         handle: handle.clone(),
+        armed: std::collections::HashSet::new(),
     };
     handle.send(RunMsg::Wake);
     runs.insert(c.key, handle);
@@ -239,7 +263,7 @@ impl RunActor {
                 }
             }
         }
-        self.shared.engine.send(EngineMsg::Evict(self.key));
+        self.shared.engine().send(EngineMsg::Evict(self.key, self.fence));
         if let Ok(mut runs) = self.shared.runs.lock() {
             if runs.get(&self.key).map(|h| h.actor) == Some(self.handle.actor) {
                 runs.remove(&self.key);
@@ -306,10 +330,18 @@ impl RunActor {
         let consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
         let mut inbound: Vec<(i64, EventKind)> =
             inbox.into_iter().map(|i| (i.time_ms, i.kind)).collect();
+        for (_, kind) in &inbound {
+            if let EventKind::TimerFired { seq } = kind {
+                self.armed.remove(seq);
+            }
+        }
         let mut finished_activities = Vec::new();
         let mut fired_timers = Vec::new();
         let mut local_results = Vec::new();
         for l in locals {
+            if l.fired_timer.is_some_and(|seq| !self.armed.remove(&seq)) {
+                continue;
+            }
             finished_activities.extend(l.finished_activity);
             fired_timers.extend(l.fired_timer);
             if l.finished_activity.is_some() {
@@ -329,8 +361,9 @@ impl RunActor {
             self.shared.stats.restores.fetch_add(1, Ordering::Relaxed);
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.shared.engine.send(EngineMsg::Activate(Box::new(ActivateRequest {
+        let sent = self.shared.engine().send(EngineMsg::Activate(Box::new(ActivateRequest {
             key: self.key,
+            fence: self.fence,
             identity: self.identity.clone(),
             workflow: self.workflow.clone(),
             restore: history,
@@ -338,7 +371,22 @@ impl RunActor {
             max_payload: self.shared.options.max_payload_bytes,
             reply,
         })));
-        let activation: Activation = match answer.await {
+        // The watchdog replaces a stuck engine; a request queued behind the stuck
+        // activation is never answered, so give up after the deadline and start over.
+        let wait = self
+            .shared
+            .options
+            .activation_deadline
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1));
+        let answer = match tokio::time::timeout(wait, answer).await {
+            Ok(a) => a,
+            Err(_) => {
+                self.fallback(local_results).await;
+                return Next::Stop;
+            }
+        };
+        let activation: Activation = match answer {
             Ok(Ok(a)) if sent => a,
             Ok(Err(e)) => {
                 tracing::error!(workflow_id = %self.identity.workflow_id, run_id = %self.identity.run_id,
@@ -409,7 +457,7 @@ impl RunActor {
         let outcome = match store.commit(commit).await {
             Ok(o) => o,
             Err(e) => {
-                self.shared.engine.send(EngineMsg::Evict(self.key));
+                self.shared.engine().send(EngineMsg::Evict(self.key, self.fence));
                 return self.store_failed(e, local_results).await;
             }
         };
@@ -443,7 +491,7 @@ impl RunActor {
         if was_fresh {
             // A restored run may have timers started before: keep them on time here
             // rather than waiting for the store's sweep.
-            if let Ok(pending) = store.pending_timers(self.key).await {
+            if let Ok(pending) = self.shared.store.pending_timers(self.key).await {
                 for t in pending {
                     let wait = u64::try_from(t.fire_at_ms - clock::host_now_ms()).unwrap_or(0);
                     self.local_timer(t.seq, Duration::from_millis(wait));
@@ -454,7 +502,10 @@ impl RunActor {
         Next::Continue
     }
 
-    fn local_timer(&self, seq: CommandSeq, wait: Duration) {
+    fn local_timer(&mut self, seq: CommandSeq, wait: Duration) {
+        if !self.armed.insert(seq) {
+            return;
+        }
         let handle = self.handle.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;

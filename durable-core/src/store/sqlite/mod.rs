@@ -3,6 +3,8 @@
 //! their own connections.
 
 mod schema;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use super::{
@@ -15,6 +17,7 @@ use crate::event::{Event, EventKind};
 use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 use crate::payload::{Payload, SharedCodec};
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,6 +107,63 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Creates an empty file only the owner may read (mode 0600 on unix).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    open.open(path).map(drop)
+}
+
+/// Creates the database with its schema under a temporary name and hard-links it into
+/// place, so a process opening the same new path at the same moment finds either no file
+/// or a whole durable database, never an empty file it must refuse as foreign.
+///
+/// `Some(true)` when this call created the file, `Some(false)` when another process
+/// did first, `None` when the file system has no hard links.
+fn create_linked(path: &Path, shown: &str, busy: Duration) -> Result<Option<bool>, StoreError> {
+    let cannot = |e: &dyn std::fmt::Display| StoreError::Io(format!("cannot create {shown}: {e}"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| cannot(&"the path has no file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.creating",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    create_private(&tmp).map_err(|e| cannot(&e))?;
+    let linked = (|| {
+        let mut conn = open_conn(&tmp, shown, busy)?;
+        schema::prepare(&mut conn, shown, true)?;
+        // WAL is recorded in the file, so openers racing on the new file need not switch
+        // to it, which SQLite may refuse as busy without waiting.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| schema::map_err(shown, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Io(format!(
+                "{shown}: cannot switch to WAL (journal mode is {mode})"
+            )));
+        }
+        conn.close().map_err(|(_, e)| schema::map_err(shown, e))?;
+        Ok(match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(false),
+            Err(_) => None,
+        })
+    })();
+    for side in ["", "-wal", "-shm", "-journal"] {
+        let mut file = tmp.clone().into_os_string();
+        file.push(side);
+        let _ = std::fs::remove_file(file);
+    }
+    linked
+}
+
 fn open_conn(path: &Path, shown: &str, busy: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| schema::map_err(shown, e))?;
@@ -143,16 +203,15 @@ impl SqliteStore {
                 if !options.create {
                     return Err(StoreError::Io(format!("no database at {shown}")));
                 }
-                let mut open = std::fs::OpenOptions::new();
-                open.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    open.mode(0o600);
-                }
-                open.open(&path)
-                    .map_err(|e| StoreError::Io(format!("cannot create {shown}: {e}")))?;
-                created = true;
+                created = match create_linked(&path, &shown, options.busy_timeout)? {
+                    Some(created) => created,
+                    None => {
+                        // No hard links on this file system: create in place.
+                        create_private(&path)
+                            .map_err(|e| StoreError::Io(format!("cannot create {shown}: {e}")))?;
+                        true
+                    }
+                };
             }
             Err(e) => return Err(StoreError::Io(format!("cannot read {shown}: {e}"))),
         }
@@ -171,9 +230,15 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
         let mut conn = open_conn(path, shown, options.busy_timeout)?;
-        // Check identity before anything that writes (journal mode changes the header).
-        schema::prepare(&mut conn, shown, created)?;
         let err = |e| schema::map_err(shown, e);
+        // Check identity before anything that writes (journal mode changes the header).
+        // A `-wal` beside the file is read as part of it, and SQLite folds it into the
+        // file when the last connection closes: not before we know the result is ours.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(err)?;
+        schema::prepare(&mut conn, shown, created)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)
+            .map_err(err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(err)?;
@@ -274,6 +339,32 @@ impl Shared {
         };
         rmp_serde::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
+    }
+
+    /// A free-text column that may quote a payload (an activity's last error): with a
+    /// codec it is stored as the codec's bytes, like the event bodies, so nothing a
+    /// payload said reaches the file in clear.
+    fn seal_text(&self, text: String) -> rusqlite::types::Value {
+        match &self.codec {
+            Some(c) => rusqlite::types::Value::Blob(c.encode(text.into_bytes())),
+            None => rusqlite::types::Value::Text(text),
+        }
+    }
+
+    /// Reverses [`Shared::seal_text`]; a value the codec cannot open is shown as such.
+    fn open_text(&self, value: rusqlite::types::Value) -> Option<String> {
+        use rusqlite::types::Value;
+        match (value, &self.codec) {
+            (Value::Null, _) => None,
+            (Value::Text(t), _) => Some(t),
+            (Value::Blob(b), Some(c)) => Some(match c.decode(b) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) => format!("(unreadable: codec: {e})"),
+            }),
+            (Value::Blob(b), None) => Some(format!("({} encoded bytes; open the store with its codec)", b.len())),
+            (Value::Integer(i), _) => Some(i.to_string()),
+            (Value::Real(r), _) => Some(r.to_string()),
+        }
     }
 
     /// Appends events at the end of a run's history; returns the first and last ids.
@@ -477,6 +568,8 @@ impl Store for SqliteStore {
                 let mut stmt = conn
                     .prepare_cached(
                         "UPDATE runs SET fence = CASE WHEN owner = ?2 THEN fence ELSE fence + 1 END,
+                         activation_failures = activation_failures
+                             + CASE WHEN owner IS NOT NULL AND owner != ?2 THEN 1 ELSE 0 END,
                          owner = ?2, lease_expires_at_ms = ?3
                          WHERE run_key = ?1 AND ready = 1 AND status = 'running'
                          AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?4)
@@ -486,7 +579,7 @@ impl Store for SqliteStore {
                 let mut claimed = Vec::new();
                 for key in candidates {
                     let row = stmt
-                        .query_row(params![key, me, now + lease_ms, now], |r| {
+                        .query_row(params![key, me, now.saturating_add(lease_ms), now], |r| {
                             Ok(ClaimedRun {
                                 key: RunKey(key),
                                 workflow_id: WorkflowId(r.get(0)?),
@@ -652,7 +745,7 @@ impl Store for SqliteStore {
                             ))
                         })?;
                         let (attempt, owner, lease) = if a.local {
-                            (1, Some(c.worker.0.as_str()), now + lease_ms)
+                            (1, Some(c.worker.0.as_str()), now.saturating_add(lease_ms))
                         } else {
                             (0, None, 0)
                         };
@@ -783,7 +876,7 @@ impl Store for SqliteStore {
         let lease_ms = clock::duration_ms(lease);
         self.writer
             .submit(move |conn| {
-                let until = clock::host_now_ms() + lease_ms;
+                let until = clock::host_now_ms().saturating_add(lease_ms);
                 conn.prepare_cached("UPDATE runs SET lease_expires_at_ms = ?2 WHERE owner = ?1")
                     .map_err(sql_err)?
                     .execute(params![me, until])
@@ -803,15 +896,18 @@ impl Store for SqliteStore {
         &self,
         worker: &WorkerId,
         names: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ActivityTask>, StoreError> {
-        if names.is_empty() || limit == 0 {
+        if names.is_empty() || queues.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let ns = self.shared.namespace.clone();
         let names_json =
             serde_json::to_string(names).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let queues_json =
+            serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
         let candidates: Vec<(i64, i64)> = self
             .readers
@@ -823,11 +919,14 @@ impl Store for SqliteStore {
                         .prepare_cached(
                             "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
                              AND (owner IS NULL OR lease_expires_at_ms < ?2)
-                             AND name IN (SELECT value FROM json_each(?3)) ORDER BY available_at_ms LIMIT ?4",
+                             AND name IN (SELECT value FROM json_each(?3))
+                             AND task_queue IN (SELECT value FROM json_each(?5)) ORDER BY available_at_ms LIMIT ?4",
                         )
                         .map_err(sql_err)?;
                     let rows = stmt
-                        .query_map(params![ns, now, names_json, lim], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .query_map(params![ns, now, names_json, lim, queues_json], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .map_err(sql_err)?;
                     rows.collect::<Result<_, _>>().map_err(sql_err)
                 }
@@ -854,7 +953,7 @@ impl Store for SqliteStore {
                                (SELECT run_id FROM runs WHERE runs.run_key = activity_tasks.run_key)",
                         )
                         .map_err(sql_err)?
-                        .query_row(params![key, seq, me, now + lease_ms, now], |r| {
+                        .query_row(params![key, seq, me, now.saturating_add(lease_ms), now], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                         })
                         .optional()
@@ -928,7 +1027,7 @@ impl Store for SqliteStore {
                              last_error = ?4 WHERE run_key = ?1 AND seq = ?2",
                         )
                         .map_err(sql_err)?
-                        .execute(params![key.0, seq.0, next_attempt_at_ms, error.to_string()])
+                        .execute(params![key.0, seq.0, next_attempt_at_ms, shared.seal_text(error.to_string())])
                         .map_err(sql_err)?;
                     }
                     AttemptResult::Completed(output) => {
@@ -1111,12 +1210,12 @@ impl Store for SqliteStore {
                         ));
                     }
                 }
-                if let Some((_, _, kind, _, _)) = rows.last() {
-                    if kind == "RunCompleted" || kind == "RunFailed" {
-                        return Err(StoreError::Invalid(format!(
-                            "event {to} of run '{wid}' ends the run; reset to an earlier event"
-                        )));
-                    }
+                if let Some((_, _, kind, _, _)) = rows.last()
+                    && (kind == "RunCompleted" || kind == "RunFailed")
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "event {to} of run '{wid}' ends the run; reset to an earlier event"
+                    )));
                 }
                 let now = clock::now_ms();
                 let run_id = RunId::generate();
@@ -1274,6 +1373,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_activities(&self, key: RunKey) -> Result<Vec<PendingActivity>, StoreError> {
+        let shared = self.shared.clone();
         self.readers
             .submit(move |conn| {
                 let mut stmt = conn
@@ -1291,7 +1391,7 @@ impl Store for SqliteStore {
                             attempt: to_u32(r.get(3)?),
                             owner: r.get(4)?,
                             available_at_ms: r.get(5)?,
-                            last_error: r.get(6)?,
+                            last_error: shared.open_text(r.get(6)?),
                         })
                     })
                     .map_err(sql_err)?;

@@ -58,7 +58,7 @@ pub(crate) fn prepare(conn: &mut Connection, path: &str, may_create: bool) -> Re
             if !may_create {
                 return Err(StoreError::Foreign {
                     path: path.to_owned(),
-                    reason: "empty file, no durable schema".into(),
+                    reason: "an empty SQLite database, no durable schema".into(),
                 });
             }
         } else {

@@ -81,15 +81,16 @@ impl Writer {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        if let Ok(mut h) = self.handle.lock() {
-            if let Some(h) = h.take() {
-                let _ = h.join();
-            }
+        if let Ok(mut h) = self.handle.lock()
+            && let Some(h) = h.take()
+        {
+            let _ = h.join();
         }
     }
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, path: String) {
+    let mut wrote = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -98,13 +99,17 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, path: String) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch, &path);
+        wrote |= run_batch(&conn, batch, &path);
     }
-    // Leave a clean WAL behind when the process ends normally.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+    // Leave a clean WAL behind when the process ends normally. A store that wrote
+    // nothing (`status`, `list`, a refused command) leaves the files as they were.
+    if wrote {
+        let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+    }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) {
+/// Runs a batch in one transaction; true when a job succeeded and the batch committed.
+fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) -> bool {
     if let Err(e) = begin_immediate(conn) {
         let err = super::schema::map_err(path, e);
         for job in batch {
@@ -112,9 +117,10 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) {
             let (_, reply) = job(Err(err.clone()));
             reply(Err(err.clone()));
         }
-        return;
+        return false;
     }
     let mut replies = Vec::with_capacity(batch.len());
+    let mut succeeded = false;
     for job in batch {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             replies.push(job(Err(super::schema::map_err(path, e))).1);
@@ -124,6 +130,7 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) {
         if failed {
             let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
         } else {
+            succeeded = true;
             let _ = conn.execute_batch("RELEASE job");
         }
         replies.push(reply);
@@ -134,9 +141,11 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) {
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let wrote = succeeded && committed.is_ok();
     for reply in replies {
         reply(committed.clone());
     }
+    wrote
 }
 
 fn begin_immediate(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -1,0 +1,283 @@
+//! Committing an activation: the hot path of the store, three round trips whatever its
+//! size.
+
+use super::{Param, PostgresStore, span_ms, to_i64, to_u64};
+use crate::clock;
+use crate::error::StoreError;
+use crate::event::EventKind;
+use crate::ids::EventId;
+use crate::store::{Commit, CommitOutcome, RunStatus};
+use std::collections::HashMap;
+
+impl PostgresStore {
+    /// [`Store::commit`](crate::store::Store::commit): the whole activation in one
+    /// pipeline behind the run's row lock.
+    pub(super) async fn commit_activation(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
+        let db = &self.inner;
+        let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        let key = c.key.0;
+        let after = to_i64(c.after.0);
+        let lease_ms = span_ms(clock::duration_ms(c.lease));
+
+        // Everything the commit writes, numbered from `after`. The whole commit goes to
+        // the server in one pipeline behind the run's row lock; when the lock's row says
+        // the commit is stale, it is refused and the transaction rolls back, so nothing
+        // of it is written.
+        let mut events = Vec::with_capacity(c.events.len());
+        let mut event_ids = HashMap::new();
+        let mut timers = Vec::new();
+        let mut id = after;
+        for (time, kind) in &c.events {
+            id += 1;
+            match kind {
+                EventKind::ActivityScheduled { seq, .. } => {
+                    event_ids.insert(seq.0, id);
+                }
+                EventKind::TimerStarted { seq, duration_ms } => {
+                    timers.push((i64::from(seq.0), span_ms(to_i64(*duration_ms))));
+                }
+                _ => {}
+            }
+            let seq = kind.seq().map(|s| i64::from(s.0));
+            events.push((id, *time, kind.name(), seq, db.encode(kind)?));
+        }
+        let (first, last_id) = (after + 1, id);
+        let mut tasks = Vec::with_capacity(c.activities.len());
+        if c.finish.is_none() {
+            for a in &c.activities {
+                let event_id = event_ids.get(&a.seq.0).copied().ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "activity task {} without its ActivityScheduled event",
+                        a.seq
+                    ))
+                })?;
+                // Local attempts start at once, leased to the committer: attempt 1.
+                let owner = a.local.then_some(c.worker.0.as_str());
+                tasks.push((i64::from(a.seq.0), a, event_id, i64::from(a.local), owner));
+            }
+        } else {
+            timers.clear();
+        }
+        let finished: Vec<(i64, i64)> = c
+            .finished_activities
+            .iter()
+            .map(|(seq, attempt)| (i64::from(seq.0), i64::from(*attempt)))
+            .collect();
+        let fired: Vec<i64> = c.fired_timers.iter().map(|s| i64::from(s.0)).collect();
+        let status = c.finish.map(RunStatus::as_str);
+
+        let mut client = db.client().await?;
+        let tx = client.transaction().await.map_err(|e| db.err(e))?;
+        let lock = db
+            .prepare(
+                &tx,
+                "SELECT owner, fence, status, last_event_id FROM runs
+                 WHERE namespace = $1 AND run_key = $2 FOR UPDATE",
+            )
+            .await?;
+        let delete_inbox = db
+            .prepare(
+                &tx,
+                "DELETE FROM inbox WHERE namespace = $1 AND run_key = $2 AND inbox_id = ANY($3)
+                 RETURNING inbox_id",
+            )
+            .await?;
+        let delete_attempt = db
+            .prepare(
+                &tx,
+                "DELETE FROM activity_tasks WHERE namespace = $1 AND run_key = $2 AND seq = $3
+                 AND attempt = $4 AND owner = $5 RETURNING seq",
+            )
+            .await?;
+        let delete_timers = db
+            .prepare(
+                &tx,
+                "DELETE FROM timers WHERE namespace = $1 AND run_key = $2 AND seq = ANY($3) RETURNING seq",
+            )
+            .await?;
+        let insert_event = db
+            .prepare(
+                &tx,
+                "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?;
+        let insert_task = db
+            .prepare(
+                &tx,
+                concat!(
+                    "INSERT INTO activity_tasks (namespace, run_key, seq, name, task_queue, event_id,
+                     attempt, owner, lease_expires_at_ms, available_at_ms, scheduled_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                     CASE WHEN $8::TEXT IS NULL THEN 0 ELSE ",
+                    now_ms!(),
+                    " + $9 END, ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ")"
+                ),
+            )
+            .await?;
+        let insert_timer = db
+            .prepare(
+                &tx,
+                concat!(
+                    "INSERT INTO timers (namespace, run_key, seq, fire_at_ms) VALUES ($1, $2, $3, ",
+                    now_ms!(),
+                    " + $4)"
+                ),
+            )
+            .await?;
+        let update_run = db
+            .prepare(
+                &tx,
+                concat!(
+                    "UPDATE runs SET last_event_id = $3,
+                     ready = EXISTS (SELECT 1 FROM inbox WHERE inbox.namespace = $1 AND inbox.run_key = $2),
+                     updated_at_ms = ",
+                    now_ms!(),
+                    ", activation_failures = 0,
+                     owner = CASE WHEN $4 THEN owner ELSE NULL END,
+                     lease_expires_at_ms = CASE WHEN $4 THEN lease_expires_at_ms ELSE 0 END
+                     WHERE namespace = $1 AND run_key = $2"
+                ),
+            )
+            .await?;
+        let finish_run = db
+            .prepare(
+                &tx,
+                concat!(
+                    "UPDATE runs SET last_event_id = $3, status = $4, ready = FALSE, owner = NULL,
+                     lease_expires_at_ms = 0, updated_at_ms = ",
+                    now_ms!(),
+                    ", activation_failures = 0
+                     WHERE namespace = $1 AND run_key = $2"
+                ),
+            )
+            .await?;
+        let mut finish_deletes = Vec::new();
+        if status.is_some() {
+            for sql in [
+                "DELETE FROM activity_tasks WHERE namespace = $1 AND run_key = $2",
+                "DELETE FROM timers WHERE namespace = $1 AND run_key = $2",
+                "DELETE FROM inbox WHERE namespace = $1 AND run_key = $2",
+            ] {
+                finish_deletes.push(db.prepare(&tx, sql).await?);
+            }
+        }
+
+        // The statements in execution order; the lock comes first.
+        let ns = &db.namespace;
+        let mut calls: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+        calls.push((&lock, vec![ns, &key]));
+        let inbox_at = (!c.consumed_inbox.is_empty()).then(|| {
+            calls.push((&delete_inbox, vec![ns, &key, &c.consumed_inbox]));
+            calls.len() - 1
+        });
+        let attempts_at = calls.len();
+        for (seq, attempt) in &finished {
+            calls.push((&delete_attempt, vec![ns, &key, seq, attempt, &c.worker.0]));
+        }
+        let timers_at = (!fired.is_empty()).then(|| {
+            calls.push((&delete_timers, vec![ns, &key, &fired]));
+            calls.len() - 1
+        });
+        for (id, time, kind, seq, body) in &events {
+            calls.push((&insert_event, vec![ns, &key, id, time, kind, seq, body]));
+        }
+        for (seq, a, event_id, attempt, owner) in &tasks {
+            calls.push((
+                &insert_task,
+                vec![
+                    ns,
+                    &key,
+                    seq,
+                    &a.name,
+                    &a.task_queue,
+                    event_id,
+                    attempt,
+                    owner,
+                    &lease_ms,
+                ],
+            ));
+        }
+        for (seq, duration) in &timers {
+            calls.push((&insert_timer, vec![ns, &key, seq, duration]));
+        }
+        match &status {
+            None => calls.push((&update_run, vec![ns, &key, &last_id, &c.keep_lease])),
+            Some(status) => {
+                for stmt in &finish_deletes {
+                    calls.push((stmt, vec![ns, &key]));
+                }
+                calls.push((&finish_run, vec![ns, &key, &last_id, status]));
+            }
+        }
+        let results: Vec<Result<Vec<tokio_postgres::Row>, StoreError>> =
+            futures::future::join_all(calls.iter().map(|(stmt, params)| tx.query(*stmt, params)))
+                .await
+                .into_iter()
+                .map(|r| r.map_err(|e| db.err(e)))
+                .collect();
+
+        // Judge in order: the fence first, then what must have been there to consume; the
+        // first failed statement explains any that failed after it.
+        let rows = |i: usize| -> Result<&Vec<tokio_postgres::Row>, StoreError> {
+            results[i].as_ref().map_err(Clone::clone)
+        };
+        let lock_rows = rows(0)?;
+        let Some(row) = lock_rows.first() else {
+            return Err(StoreError::Conflict(format!("run {key} does not exist")));
+        };
+        let owner: Option<String> = row.get(0);
+        let fence: i64 = row.get(1);
+        let run_status: String = row.get(2);
+        let last: i64 = row.get(3);
+        if owner.as_deref() != Some(c.worker.0.as_str())
+            || to_u64(fence) != c.fence.0
+            || run_status != "running"
+            || last != after
+        {
+            return Err(StoreError::Fenced {
+                run: key.to_string(),
+                fence: c.fence,
+            });
+        }
+        if let Some(i) = inbox_at {
+            let deleted: Vec<i64> = rows(i)?.iter().map(|r| r.get(0)).collect();
+            if let Some(missing) = c.consumed_inbox.iter().find(|id| !deleted.contains(id)) {
+                return Err(StoreError::Conflict(format!(
+                    "inbox entry {missing} of run {key} was already applied"
+                )));
+            }
+        }
+        for (i, (seq, attempt)) in c.finished_activities.iter().enumerate() {
+            if rows(attempts_at + i)?.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "attempt {attempt} of command {seq} of run {key} was superseded"
+                )));
+            }
+        }
+        if let Some(i) = timers_at {
+            let deleted: Vec<i64> = rows(i)?.iter().map(|r| r.get(0)).collect();
+            if let Some(missing) = fired.iter().find(|s| !deleted.contains(s)) {
+                return Err(StoreError::Conflict(format!(
+                    "timer {missing} of run {key} already fired"
+                )));
+            }
+        }
+        for i in 0..results.len() {
+            rows(i)?;
+        }
+        drop(results);
+        tx.commit().await.map_err(|e| db.err(e))?;
+        if creates_remote_work {
+            self.wake_workers();
+        }
+        Ok(CommitOutcome {
+            first: EventId(to_u64(first)),
+            last: EventId(to_u64(last_id)),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The virtual timeline: everything that will happen to the run, by due time.
+
+use crate::ids::CommandSeq;
+use crate::payload::Payload;
+use std::collections::BTreeMap;
+
+/// Something due at a virtual time.
+#[derive(Debug)]
+pub(crate) enum Due {
+    /// An attempt of the activity scheduled by command `seq`.
+    Attempt { seq: CommandSeq, attempt: u32 },
+    /// The timer started by command `seq` fires.
+    Timer { seq: CommandSeq },
+    /// A signal arrives.
+    Signal { name: String, payload: Payload },
+    /// Somebody asks the run to cancel.
+    Cancel { reason: String },
+}
+
+/// Items ordered by due time and, at equal times, by the order they were scheduled, so
+/// a run in a test environment is the same every time it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    items: BTreeMap<(i64, u64), Due>,
+    scheduled: u64,
+}
+
+impl Timeline {
+    pub(crate) fn push(&mut self, at_ms: i64, due: Due) {
+        self.items.insert((at_ms, self.scheduled), due);
+        self.scheduled += 1;
+    }
+
+    /// The time of the next item.
+    pub(crate) fn next_at(&self) -> Option<i64> {
+        self.items.keys().next().map(|(at, _)| *at)
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<(i64, Due)> {
+        self.items.pop_first().map(|((at, _), due)| (at, due))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_come_out_by_time_then_by_scheduling_order() {
+        let mut t = Timeline::default();
+        t.push(20, Due::Timer { seq: CommandSeq(1) });
+        t.push(10, Due::Timer { seq: CommandSeq(2) });
+        t.push(20, Due::Timer { seq: CommandSeq(3) });
+        assert_eq!(t.next_at(), Some(10));
+        let order: Vec<_> = std::iter::from_fn(|| t.pop())
+            .map(|(at, due)| match due {
+                Due::Timer { seq } => (at, seq.0),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(order, vec![(10, 2), (20, 1), (20, 3)]);
+        assert_eq!(t.next_at(), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! One test per engine bug the reliability suite found, each small and deterministic.
+
+use crate::inproc::{InProcClient, LedgerGuard, RunningWorker};
+use crate::support::{self, TestDir};
+use crate::workload::Job;
+use durable::store::{RunStatus, SharedStore};
+use durable::{SqliteOptions, SqliteStore, WorkerOptions, WorkflowId};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bug: a timer started in the first activation of a run actor (every new run whose
+/// code sleeps before anything else, and every restored run that starts one) was armed
+/// twice: once as a new timer, once as a pending one of the restored run. Its second
+/// wake-up applied `TimerFired` again, the activation failed as malformed history, and
+/// the run was suspended. Fixed in `durable-worker/src/worker/run.rs`: the actor keeps
+/// the set of armed timers and drops any wake-up for a timer not armed.
+#[test]
+fn a_timer_started_in_the_first_activation_fires_once() {
+    let _serial = support::serial();
+    let dir = TestDir::new("regression-timer");
+    let db = dir.path().join("timer.db");
+    let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
+    let rt = support::runtime();
+    rt.block_on(async {
+        let store: SharedStore =
+            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let worker = RunningWorker::start(
+            store.clone(),
+            WorkerOptions {
+                poll_interval: Duration::from_millis(10),
+                ..WorkerOptions::default()
+            },
+        );
+        let mut client = InProcClient::new(store.clone(), 1);
+        for i in 0..5 {
+            client
+                .start(&Job {
+                    id: format!("sleeps-first-{i}"),
+                    workflow: "timers",
+                    input: serde_json::json!({ "x": i, "delays_ms": [20, 10] }),
+                    votes: 0,
+                })
+                .await;
+        }
+        let left = crate::inproc::drive_to_completion(
+            &mut client,
+            store.as_ref(),
+            Duration::from_secs(20),
+        )
+        .await;
+        worker.stop().await.expect("the worker stops");
+        assert!(left.is_empty(), "runs still running: {left:?}");
+        let runs = store
+            .list_runs(Default::default())
+            .await
+            .expect("the store reads");
+        assert_eq!(runs.len(), 5);
+        for r in runs {
+            assert_eq!(
+                r.status,
+                RunStatus::Completed,
+                "run '{}' ended {} ({:?})",
+                r.workflow_id,
+                r.status,
+                r.reason
+            );
+        }
+        let info = store
+            .find_run(&WorkflowId("sleeps-first-0".into()))
+            .await
+            .expect("the store reads")
+            .expect("the run exists");
+        assert_eq!(info.status, RunStatus::Completed);
+    });
+}
