@@ -64,8 +64,9 @@
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
     EventId, EventKind, HistoryFile, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
-    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report, RetryPolicy, RunId, RunIdentity, Secret, SignalWait,
-    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, error, store,
+    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity,
+    Secret, SignalWait, StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock,
+    divergence_report, error, store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::RunOutcome;
@@ -91,6 +92,8 @@ pub mod prelude {
 /// What `#[workflow]` and `#[activity]` expand to; not part of the documented API.
 #[doc(hidden)]
 pub mod __private {
-    pub use durable_core::{Activity, ActivityContext, ActivityError, Workflow, WorkflowContext, WorkflowError};
+    pub use durable_core::{
+        Activity, ActivityContext, ActivityError, Workflow, WorkflowContext, WorkflowError,
+    };
     pub use futures::future::{BoxFuture, LocalBoxFuture};
 }

@@ -258,7 +258,9 @@ pub enum ReplayError {
         recorded: String,
     },
     /// History records the run as finished, but the code did not finish.
-    #[error("non-determinism at event {event}: history says the run {recorded}, the code is still waiting")]
+    #[error(
+        "non-determinism at event {event}: history says the run {recorded}, the code is still waiting"
+    )]
     UnfinishedRun {
         /// The terminal event.
         event: EventId,

@@ -54,7 +54,15 @@ macro_rules! display_inner {
         }
     )*};
 }
-display_inner!(WorkflowId, RunId, EventId, CommandSeq, FencingToken, RunKey, WorkerId);
+display_inner!(
+    WorkflowId,
+    RunId,
+    EventId,
+    CommandSeq,
+    FencingToken,
+    RunKey,
+    WorkerId
+);
 
 impl WorkflowId {
     /// The id as a string slice.

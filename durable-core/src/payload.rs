@@ -360,7 +360,10 @@ mod tests {
         assert!(nested(MAX_DEPTH / 2).to_json().is_ok());
         for depth in [MAX_DEPTH + 1, 1_000, 100_000] {
             assert!(nested(depth).to_json().is_err(), "{depth}");
-            assert!(nested(depth).decode::<serde_json::Value>().is_err(), "{depth}");
+            assert!(
+                nested(depth).decode::<serde_json::Value>().is_err(),
+                "{depth}"
+            );
         }
     }
 

@@ -82,8 +82,11 @@ pub trait ErasedActivity: Send + Sync {
     /// The registered name.
     fn name(&self) -> &'static str;
     /// Decodes the input, runs the body and encodes the output.
-    fn call(&self, ctx: ActivityContext, input: Payload)
-    -> BoxFuture<'static, Result<Payload, ActivityError>>;
+    fn call(
+        &self,
+        ctx: ActivityContext,
+        input: Payload,
+    ) -> BoxFuture<'static, Result<Payload, ActivityError>>;
 }
 
 struct WorkflowEntry<W>(std::marker::PhantomData<fn() -> W>);

@@ -137,10 +137,12 @@ impl Client {
                 match last.into_iter().last().map(|e| e.kind) {
                     Some(EventKind::RunCompleted { output }) => Ok(RunOutcome::Completed(output)),
                     Some(EventKind::RunFailed { error }) => Ok(RunOutcome::Failed(error)),
-                    _ => Err(ClientError::Store(durable_core::StoreError::Corrupt(format!(
-                        "run '{id}' is {} but its history does not end with its outcome",
-                        info.status
-                    )))),
+                    _ => Err(ClientError::Store(durable_core::StoreError::Corrupt(
+                        format!(
+                            "run '{id}' is {} but its history does not end with its outcome",
+                            info.status
+                        ),
+                    ))),
                 }
             }
         }
@@ -177,10 +179,10 @@ impl Client {
                 }
                 RunOutcome::Running => {}
             }
-            if let Some(t) = timeout {
-                if started.elapsed() >= t {
-                    return Err(ClientError::Timeout(id.clone()));
-                }
+            if let Some(t) = timeout
+                && started.elapsed() >= t
+            {
+                return Err(ClientError::Timeout(id.clone()));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));

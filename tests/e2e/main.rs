@@ -1,7 +1,16 @@
 //! End-to-end tests: real SQLite files, real worker processes, the example binaries.
 
 mod cli;
-mod replay;
 mod crash;
+mod replay;
 mod support;
 mod workflows;
+
+// The examples are binaries; their workflows are included once here for the in-process
+// tests (their `main` functions come along unused).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/approval.rs"]
+mod approval_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/order.rs"]
+mod order_example;

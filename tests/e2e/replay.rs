@@ -2,18 +2,15 @@
 //! change keeps old runs working while an unpatched one is caught, a run suspended by a
 //! workflow bug resumes after the fix, and reset re-runs from a chosen event.
 
-#![allow(dead_code)]
-
-#[allow(unreachable_pub)]
-#[path = "../../examples/approval.rs"]
-mod approval_example;
-#[allow(unreachable_pub)]
-#[path = "../../examples/order.rs"]
-mod order_example;
+use crate::approval_example;
+use crate::order_example;
 
 use durable::prelude::*;
 use durable::store::{RunStatus, SharedStore};
-use durable::{EventId, EventKind, HistoryFile, ReplayError, ReplayFileError, Replayer, SqliteOptions, SqliteStore};
+use durable::{
+    EventId, EventKind, HistoryFile, ReplayError, ReplayFileError, Replayer, SqliteOptions,
+    SqliteStore,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +28,11 @@ fn every_saved_history_replays_against_todays_code() {
     let results = Replayer::new(all_examples())
         .replay_dir(&histories_dir())
         .expect("the fixtures folder is readable");
-    assert!(results.len() >= 5, "expected the saved fixtures, found {}", results.len());
+    assert!(
+        results.len() >= 5,
+        "expected the saved fixtures, found {}",
+        results.len()
+    );
     for (path, result) in &results {
         if let Err(e) = result {
             panic!("{} no longer replays: {e}", path.display());
@@ -73,12 +74,16 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn bad_history_files_are_clear_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let replayer = Replayer::new(all_examples());
-    let good = std::fs::read_to_string(histories_dir().join("order-declined.json")).expect("fixture");
+    let good =
+        std::fs::read_to_string(histories_dir().join("order-declined.json")).expect("fixture");
 
     let truncated = write(dir.path(), "truncated.json", &good[..good.len() / 2]);
     let err = replayer.replay_file(&truncated).unwrap_err();
     assert!(matches!(err, ReplayFileError::File(_)), "{err}");
-    assert!(err.to_string().contains("not a durable history file"), "{err}");
+    assert!(
+        err.to_string().contains("not a durable history file"),
+        "{err}"
+    );
 
     let not_ours = write(dir.path(), "other.json", r#"{"hello": "world"}"#);
     let err = replayer.replay_file(&not_ours).unwrap_err();
@@ -91,10 +96,17 @@ fn bad_history_files_are_clear_errors() {
         &good.replacen("\"process_payment\"", "\"charge_card\"", 1),
     );
     match replayer.replay_file(&renamed) {
-        Err(ReplayFileError::Replay { source: ReplayError::Nondeterminism { seq, .. }, report, .. }) => {
+        Err(ReplayFileError::Replay {
+            source: ReplayError::Nondeterminism { seq, .. },
+            report,
+            ..
+        }) => {
             assert_eq!(seq.0, 3);
             assert!(report.contains("- ") && report.contains("+ "), "{report}");
-            assert!(report.contains("charge_card") && report.contains("process_payment"), "{report}");
+            assert!(
+                report.contains("charge_card") && report.contains("process_payment"),
+                "{report}"
+            );
         }
         other => panic!("expected a divergence at command 3, got {other:?}"),
     }
@@ -109,7 +121,10 @@ fn bad_history_files_are_clear_errors() {
     // A history of a workflow this binary does not have.
     let other = Replayer::new(approval_example::registry());
     match other.replay_file(&histories_dir().join("order-ok.json")) {
-        Err(ReplayFileError::Replay { source: ReplayError::UnknownWorkflow { name }, .. }) => {
+        Err(ReplayFileError::Replay {
+            source: ReplayError::UnknownWorkflow { name },
+            ..
+        }) => {
             assert_eq!(name, "order")
         }
         other => panic!("expected an unknown workflow, got {other:?}"),
@@ -182,15 +197,23 @@ where
     out
 }
 
-async fn wait_until<F: Fn(&[durable::Event]) -> bool>(client: &Client, id: &str, what: &str, pred: F) {
+async fn wait_until<F: Fn(&[durable::Event]) -> bool>(
+    client: &Client,
+    id: &str,
+    what: &str,
+    pred: F,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(h) = client.history(&WorkflowId::from(id)).await {
-            if pred(&h) {
-                return;
-            }
+        if let Ok(h) = client.history(&WorkflowId::from(id)).await
+            && pred(&h)
+        {
+            return;
         }
-        assert!(Instant::now() < deadline, "run {id}: {what} did not happen in 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "run {id}: {what} did not happen in 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -206,7 +229,8 @@ fn steps(history: &[durable::Event]) -> Vec<String> {
 }
 
 fn awaiting_go(h: &[durable::Event]) -> bool {
-    h.iter().any(|e| matches!(&e.kind, EventKind::SignalAwaited { name, .. } if name == "go"))
+    h.iter()
+        .any(|e| matches!(&e.kind, EventKind::SignalAwaited { name, .. } if name == "go"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,23 +238,37 @@ async fn a_patched_change_keeps_old_runs_on_the_old_path_and_new_runs_on_the_new
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir.path().join("d.db"));
     let v1 = Registry::new().workflow::<shipping_v1>().activity::<step>();
-    let v2 = Registry::new().workflow::<shipping_v2_patched>().activity::<step>();
+    let v2 = Registry::new()
+        .workflow::<shipping_v2_patched>()
+        .activity::<step>();
 
     with_worker(&store, v1, |client| async move {
-        client.start::<shipping_v1>("old", &()).await.expect("start");
+        client
+            .start::<shipping_v1>("old", &())
+            .await
+            .expect("start");
         wait_until(&client, "old", "waiting for go", awaiting_go).await;
     })
     .await;
 
     let out = with_worker(&store, v2, |client| async move {
-        client.signal(&WorkflowId::from("old"), "go", &()).await.expect("signal");
+        client
+            .signal(&WorkflowId::from("old"), "go", &())
+            .await
+            .expect("signal");
         let old = client
             .result::<shipping_v2_patched>("old", Some(Duration::from_secs(20)))
             .await
             .expect("the old run completes with the new binary");
-        client.start::<shipping_v2_patched>("new", &()).await.expect("start");
+        client
+            .start::<shipping_v2_patched>("new", &())
+            .await
+            .expect("start");
         wait_until(&client, "new", "waiting for go", awaiting_go).await;
-        client.signal(&WorkflowId::from("new"), "go", &()).await.expect("signal");
+        client
+            .signal(&WorkflowId::from("new"), "go", &())
+            .await
+            .expect("signal");
         let new = client
             .result::<shipping_v2_patched>("new", Some(Duration::from_secs(20)))
             .await
@@ -247,10 +285,15 @@ async fn the_same_change_without_a_patch_is_caught_and_the_run_is_not_corrupted(
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir.path().join("d.db"));
     let v1 = Registry::new().workflow::<shipping_v1>().activity::<step>();
-    let bad = Registry::new().workflow::<shipping_v2_unpatched>().activity::<step>();
+    let bad = Registry::new()
+        .workflow::<shipping_v2_unpatched>()
+        .activity::<step>();
 
     with_worker(&store, v1, |client| async move {
-        client.start::<shipping_v1>("old", &()).await.expect("start");
+        client
+            .start::<shipping_v1>("old", &())
+            .await
+            .expect("start");
         wait_until(&client, "old", "waiting for go", awaiting_go).await;
     })
     .await;
@@ -261,11 +304,21 @@ async fn the_same_change_without_a_patch_is_caught_and_the_run_is_not_corrupted(
 
     // The deploy gate: replaying the open run against the new code reports it.
     let identity = {
-        let info = Client::new(store.clone()).status(&WorkflowId::from("old")).await.expect("status");
-        durable::RunIdentity { workflow_id: info.workflow_id, run_id: info.run_id }
+        let info = Client::new(store.clone())
+            .status(&WorkflowId::from("old"))
+            .await
+            .expect("status");
+        durable::RunIdentity {
+            workflow_id: info.workflow_id,
+            run_id: info.run_id,
+        }
     };
     match Replayer::new(bad.clone()).replay(identity, &before) {
-        Err(ReplayError::Nondeterminism { seq, recorded, issued }) => {
+        Err(ReplayError::Nondeterminism {
+            seq,
+            recorded,
+            issued,
+        }) => {
             assert_eq!(seq.0, 2);
             assert_eq!(recorded.kind, "WaitSignal");
             assert_eq!(issued.kind, "ScheduleActivity");
@@ -275,14 +328,23 @@ async fn the_same_change_without_a_patch_is_caught_and_the_run_is_not_corrupted(
 
     // Deployed anyway: the run is suspended with the reason, its history untouched.
     let info = with_worker(&store, bad, |client| async move {
-        client.signal(&WorkflowId::from("old"), "go", &()).await.expect("signal");
+        client
+            .signal(&WorkflowId::from("old"), "go", &())
+            .await
+            .expect("signal");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let info = client.status(&WorkflowId::from("old")).await.expect("status");
+            let info = client
+                .status(&WorkflowId::from("old"))
+                .await
+                .expect("status");
             if info.status == RunStatus::Suspended {
                 return info;
             }
-            assert!(Instant::now() < deadline, "the run was not suspended: {info:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the run was not suspended: {info:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -293,10 +355,16 @@ async fn the_same_change_without_a_patch_is_caught_and_the_run_is_not_corrupted(
         .history(&WorkflowId::from("old"))
         .await
         .expect("history");
-    assert_eq!(before, after, "nothing may be appended by a diverging activation");
+    assert_eq!(
+        before, after,
+        "nothing may be appended by a diverging activation"
+    );
 
     // Rolling back to the old code and retrying finishes the run.
-    store.resume(&WorkflowId::from("old")).await.expect("resume");
+    store
+        .resume(&WorkflowId::from("old"))
+        .await
+        .expect("resume");
     let v1 = Registry::new().workflow::<shipping_v1>().activity::<step>();
     let out = with_worker(&store, v1, |client| async move {
         client
@@ -329,12 +397,20 @@ async fn report_fixed(ctx: WorkflowContext, items: Vec<u32>) -> Result<u32, Work
 async fn a_run_suspended_by_a_workflow_bug_resumes_after_the_fix() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir.path().join("d.db"));
-    let buggy = Registry::new().workflow::<report_buggy>().activity::<step>();
+    let buggy = Registry::new()
+        .workflow::<report_buggy>()
+        .activity::<step>();
     let info = with_worker(&store, buggy, |client| async move {
-        client.start::<report_buggy>("r-1", &vec![1, 2, 3]).await.expect("start");
+        client
+            .start::<report_buggy>("r-1", &vec![1, 2, 3])
+            .await
+            .expect("start");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let info = client.status(&WorkflowId::from("r-1")).await.expect("status");
+            let info = client
+                .status(&WorkflowId::from("r-1"))
+                .await
+                .expect("status");
             if info.status == RunStatus::Suspended {
                 return info;
             }
@@ -344,16 +420,30 @@ async fn a_run_suspended_by_a_workflow_bug_resumes_after_the_fix() {
     })
     .await;
     let reason = info.reason.unwrap_or_default();
-    assert!(reason.contains("panicked") && reason.contains("index out of bounds"), "{reason}");
+    assert!(
+        reason.contains("panicked") && reason.contains("index out of bounds"),
+        "{reason}"
+    );
 
-    store.resume(&WorkflowId::from("r-1")).await.expect("resume");
-    let fixed = Registry::new().workflow::<report_fixed>().activity::<step>();
+    store
+        .resume(&WorkflowId::from("r-1"))
+        .await
+        .expect("resume");
+    let fixed = Registry::new()
+        .workflow::<report_fixed>()
+        .activity::<step>();
     let (sum, history) = with_worker(&store, fixed, |client| async move {
         let sum = client
             .result::<report_fixed>("r-1", Some(Duration::from_secs(20)))
             .await
             .expect("completes after the fix");
-        (sum, client.history(&WorkflowId::from("r-1")).await.expect("history"))
+        (
+            sum,
+            client
+                .history(&WorkflowId::from("r-1"))
+                .await
+                .expect("history"),
+        )
     })
     .await;
     assert_eq!(sum, 6);
@@ -367,12 +457,17 @@ async fn reset_reruns_from_the_chosen_event_without_repeating_earlier_steps() {
     let store = open(&dir.path().join("d.db"));
     let registry = order_example::registry();
     let input: order_example::Order = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/order-ok.json"))
-            .expect("input"),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/order-ok.json"),
+        )
+        .expect("input"),
     )
     .expect("parses");
     let first = with_worker(&store, registry.clone(), |client| async move {
-        client.start::<order_example::order>("o-1", &input).await.expect("start");
+        client
+            .start::<order_example::order>("o-1", &input)
+            .await
+            .expect("start");
         client
             .result::<order_example::order>("o-1", Some(Duration::from_secs(20)))
             .await
@@ -381,29 +476,68 @@ async fn reset_reruns_from_the_chosen_event_without_repeating_earlier_steps() {
     .await;
 
     // Bad input writes nothing.
-    let runs_before = Client::new(store.clone()).list(Default::default()).await.expect("list").len();
-    let err = store.reset_run(&WorkflowId::from("o-1"), EventId(999)).await.unwrap_err();
+    let runs_before = Client::new(store.clone())
+        .list(Default::default())
+        .await
+        .expect("list")
+        .len();
+    let err = store
+        .reset_run(&WorkflowId::from("o-1"), EventId(999))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("has no event 999"), "{err}");
-    let err = store.reset_run(&WorkflowId::from("nope"), EventId(3)).await.unwrap_err();
+    let err = store
+        .reset_run(&WorkflowId::from("nope"), EventId(3))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no run with id 'nope'"), "{err}");
-    let last = Client::new(store.clone()).status(&WorkflowId::from("o-1")).await.expect("status").last_event_id;
-    let err = store.reset_run(&WorkflowId::from("o-1"), last).await.unwrap_err();
+    let last = Client::new(store.clone())
+        .status(&WorkflowId::from("o-1"))
+        .await
+        .expect("status")
+        .last_event_id;
+    let err = store
+        .reset_run(&WorkflowId::from("o-1"), last)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("ends the run"), "{err}");
-    assert_eq!(Client::new(store.clone()).list(Default::default()).await.expect("list").len(), runs_before);
+    assert_eq!(
+        Client::new(store.clone())
+            .list(Default::default())
+            .await
+            .expect("list")
+            .len(),
+        runs_before
+    );
 
     // Event 5 is check_inventory's completion: validate and inventory are kept.
-    let new_run = store.reset_run(&WorkflowId::from("o-1"), EventId(5)).await.expect("reset");
+    let new_run = store
+        .reset_run(&WorkflowId::from("o-1"), EventId(5))
+        .await
+        .expect("reset");
     let (second, history) = with_worker(&store, registry, |client| async move {
         let out = client
             .result::<order_example::order>("o-1", Some(Duration::from_secs(20)))
             .await
             .expect("the reset run ships");
-        (out, client.history(&WorkflowId::from("o-1")).await.expect("history"))
+        (
+            out,
+            client
+                .history(&WorkflowId::from("o-1"))
+                .await
+                .expect("history"),
+        )
     })
     .await;
-    let info = Client::new(store.clone()).status(&WorkflowId::from("o-1")).await.expect("status");
+    let info = Client::new(store.clone())
+        .status(&WorkflowId::from("o-1"))
+        .await
+        .expect("status");
     assert_eq!(info.run_id, new_run.run_id);
-    assert_ne!(first.transaction_id, second.transaction_id, "a new run charges under its own key");
+    assert_ne!(
+        first.transaction_id, second.transaction_id,
+        "a new run charges under its own key"
+    );
     // Only the steps after event 5 were executed again (each once).
     let completed_attempts: Vec<u32> = history
         .iter()

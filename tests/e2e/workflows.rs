@@ -1,14 +1,8 @@
 //! In-process end-to-end tests: a worker and a client on a real SQLite file, running the
 //! examples' workflows and a few small ones written here.
 
-#![allow(dead_code)] // the examples' `main` functions come along with their modules
-
-#[allow(unreachable_pub)] // the examples are binaries, whose items are `pub` for docs
-#[path = "../../examples/approval.rs"]
-mod approval_example;
-#[allow(unreachable_pub)]
-#[path = "../../examples/order.rs"]
-mod order_example;
+use crate::approval_example;
+use crate::order_example;
 
 use durable::prelude::*;
 use durable::store::SharedStore;
@@ -260,10 +254,10 @@ fn approval_request(id: &str, timeout_secs: u64) -> approval_example::Request {
 async fn wait_for_event(client: &Client, id: &str, kind: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(h) = client.history(&WorkflowId::from(id)).await {
-            if h.iter().any(|e| e.kind.name() == kind) {
-                return;
-            }
+        if let Ok(h) = client.history(&WorkflowId::from(id)).await
+            && h.iter().any(|e| e.kind.name() == kind)
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "run {id} never recorded {kind}");
         tokio::time::sleep(Duration::from_millis(10)).await;

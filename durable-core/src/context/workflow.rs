@@ -219,7 +219,11 @@ impl WorkflowContext {
             Err(e) => {
                 let mut state = self.state.borrow_mut();
                 let seq = CommandSeq(state.next_seq.saturating_sub(1));
-                let event = state.recorded.get(&seq.0).map(|(id, _)| *id).unwrap_or_default();
+                let event = state
+                    .recorded
+                    .get(&seq.0)
+                    .map(|(id, _)| *id)
+                    .unwrap_or_default();
                 if state.error.is_none() {
                     state.error = Some(crate::error::ReplayError::Corrupt {
                         run: state.identity.run_id.clone(),

@@ -221,9 +221,10 @@ pub fn divergence_report(history: &[Event], err: &ReplayError) -> String {
         ReplayError::UnfinishedRun { event, .. } => {
             (Some(*event), Some("(the code is still waiting)".into()))
         }
-        ReplayError::EarlyFinish { event, .. } => {
-            (Some(*event), Some("(the code finished the run here)".into()))
-        }
+        ReplayError::EarlyFinish { event, .. } => (
+            Some(*event),
+            Some("(the code finished the run here)".into()),
+        ),
         ReplayError::Malformed { event, .. } | ReplayError::Corrupt { event, .. } => {
             (Some(*event), None)
         }

@@ -33,13 +33,15 @@ use crate::client::{Client, RunOutcome};
 use crate::error::ClientError;
 use crate::worker::{Worker, WorkerOptions};
 use clap::{Parser, Subcommand};
+use durable_core::ReplayError;
 use durable_core::error::StoreError;
+use durable_core::history::HistoryFile;
 use durable_core::ids::{EventId, WorkflowId};
 use durable_core::payload::Payload;
 use durable_core::registry::Registry;
-use durable_core::history::HistoryFile;
-use durable_core::replay::{ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report};
-use durable_core::ReplayError;
+use durable_core::replay::{
+    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, divergence_report,
+};
 use durable_core::store::sqlite::{SqliteOptions, SqliteStore};
 use durable_core::store::{RunFilter, RunStatus, SharedStore};
 use durable_core::{RunIdentity, clock};
@@ -150,7 +152,7 @@ enum Command {
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this many seconds (exit 3).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         timeout: Option<f64>,
     },
     /// Show a run's state and what it is waiting for.
@@ -247,7 +249,7 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
         /// Give up after this many seconds (exit 3).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         timeout: Option<f64>,
         #[command(flatten)]
         worker: WorkerArgs,
@@ -428,7 +430,7 @@ fn output_json(registry: &Registry, workflow: &str, p: &Payload) -> serde_json::
 fn timeout_arg(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if (0.0..1e9).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => Err(Failure::error(format!(
             "--timeout must be a number of seconds between 0 and 1e9, not {s}"
         ))),
@@ -624,7 +626,11 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     run_id: info.run_id.clone(),
                 };
                 match replayer.replay(identity, &events) {
-                    Ok(report) => say!("run '{}' replays cleanly: {}", info.workflow_id, describe(&report)),
+                    Ok(report) => say!(
+                        "run '{}' replays cleanly: {}",
+                        info.workflow_id,
+                        describe(&report)
+                    ),
                     Err(e) => {
                         let report = divergence_report(&events, &e);
                         say!("run '{}' diverges: {e}", info.workflow_id);
@@ -636,7 +642,11 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 }
             }
             if *all_open {
-                say!("{} open run(s) checked, {} diverge", runs.len(), failures.len());
+                say!(
+                    "{} open run(s) checked, {} diverge",
+                    runs.len(),
+                    failures.len()
+                );
             }
             match failures.as_slice() {
                 [] => Ok(()),
@@ -656,7 +666,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         }
         Command::Reset { id, to } => {
             let store = open_store(&cli, false).await?;
-            let out = store.reset_run(&WorkflowId(id.clone()), EventId(*to)).await?;
+            let out = store
+                .reset_run(&WorkflowId(id.clone()), EventId(*to))
+                .await?;
             say!("{}", out.run_id);
             eprintln!("run '{id}' continues as run {} from event {to}", out.run_id);
             Ok(())
@@ -703,7 +715,10 @@ fn describe(report: &ReplayReport) -> String {
             None => format!("would now issue {} new command(s)", commands.len()),
         },
     };
-    format!("{} events of workflow {}, {how}", report.events, report.workflow)
+    format!(
+        "{} events of workflow {}, {how}",
+        report.events, report.workflow
+    )
 }
 
 fn diverged(what: &str, err: &ReplayError, report: &str) -> Failure {
@@ -714,7 +729,11 @@ fn diverged(what: &str, err: &ReplayError, report: &str) -> Failure {
         }
     }
     Failure {
-        code: if err.is_nondeterminism() { EXIT_RUN_FAILED } else { EXIT_ERROR },
+        code: if err.is_nondeterminism() {
+            EXIT_RUN_FAILED
+        } else {
+            EXIT_ERROR
+        },
         message: format!("{what}: {err}"),
     }
 }

@@ -25,7 +25,9 @@ pub(crate) fn event_json(e: &Event) -> Value {
         obj.insert("seq".into(), json!(seq.0));
     }
     match &e.kind {
-        EventKind::RunStarted { workflow, input, .. } => {
+        EventKind::RunStarted {
+            workflow, input, ..
+        } => {
             obj.insert("workflow".into(), json!(workflow));
             obj.insert("payload".into(), payload_json(input));
         }
@@ -49,7 +51,10 @@ pub(crate) fn event_json(e: &Event) -> Value {
         }
         EventKind::ActivityFailed { error, .. } => {
             obj.insert("attempt".into(), json!(error.attempts()));
-            obj.insert("error".into(), serde_json::to_value(error).unwrap_or(Value::Null));
+            obj.insert(
+                "error".into(),
+                serde_json::to_value(error).unwrap_or(Value::Null),
+            );
         }
         EventKind::TimerStarted { duration_ms, .. } => {
             obj.insert("duration_ms".into(), json!(duration_ms));
@@ -72,7 +77,10 @@ pub(crate) fn event_json(e: &Event) -> Value {
             obj.insert("payload".into(), payload_json(output));
         }
         EventKind::RunFailed { error } => {
-            obj.insert("error".into(), serde_json::to_value(error).unwrap_or(Value::Null));
+            obj.insert(
+                "error".into(),
+                serde_json::to_value(error).unwrap_or(Value::Null),
+            );
         }
         _ => {}
     }

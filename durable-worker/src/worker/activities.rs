@@ -3,6 +3,7 @@
 use super::Shared;
 use super::run::{RunHandle, RunMsg};
 use crate::error::WorkerError;
+use durable_core::ActivityContext;
 use durable_core::clock;
 use durable_core::error::{ActivityError, KIND_PANIC, KIND_TIMEOUT, StoreError};
 use durable_core::event::ActivityOptions;
@@ -11,7 +12,6 @@ use durable_core::ids::{CommandSeq, RunId, RunKey, WorkflowId};
 use durable_core::payload::Payload;
 use durable_core::retry::RetryPolicy;
 use durable_core::store::AttemptResult;
-use durable_core::ActivityContext;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -53,7 +53,14 @@ pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Re
                     attempt: spec.attempt,
                     result: Ok(p.clone()),
                 }) {
-                    report(&shared, spec.key, spec.seq, spec.attempt, AttemptResult::Completed(p)).await;
+                    report(
+                        &shared,
+                        spec.key,
+                        spec.seq,
+                        spec.attempt,
+                        AttemptResult::Completed(p),
+                    )
+                    .await;
                 }
             }
             (Reporter::Local(h), AttemptResult::Failed(e)) => {
@@ -62,7 +69,14 @@ pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Re
                     attempt: spec.attempt,
                     result: Err(e.clone()),
                 }) {
-                    report(&shared, spec.key, spec.seq, spec.attempt, AttemptResult::Failed(e)).await;
+                    report(
+                        &shared,
+                        spec.key,
+                        spec.seq,
+                        spec.attempt,
+                        AttemptResult::Failed(e),
+                    )
+                    .await;
                 }
             }
             (_, result) => report(&shared, spec.key, spec.seq, spec.attempt, result).await,
@@ -71,7 +85,10 @@ pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Re
 }
 
 async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
-    shared.stats.activity_attempts.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .activity_attempts
+        .fetch_add(1, Ordering::Relaxed);
     let Some(activity) = shared.registry.find_activity(&spec.name) else {
         return AttemptResult::Failed(ActivityError::non_retryable(
             "UnknownActivity",
@@ -105,7 +122,11 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
         }
         Ok(Err(panic)) => Err(ActivityError::retryable(
             KIND_PANIC,
-            format!("activity {} panicked: {}", spec.name, panic_message(panic.as_ref())),
+            format!(
+                "activity {} panicked: {}",
+                spec.name,
+                panic_message(panic.as_ref())
+            ),
         )),
         Ok(Ok(result)) => result,
     };

@@ -106,7 +106,16 @@ fn engine_loop(registry: Registry, rx: mpsc::Receiver<EngineMsg>, busy: &Busy) {
                 busy.key.store(key.0, Ordering::Release);
                 busy.fence.store(req.fence.0, Ordering::Release);
                 busy.since_ms.store(clock::now_ms(), Ordering::Release);
-                let result = activate(&registry, &mut machines, req.key, req.identity, &req.workflow, req.restore, req.inbound, req.max_payload);
+                let result = activate(
+                    &registry,
+                    &mut machines,
+                    req.key,
+                    req.identity,
+                    &req.workflow,
+                    req.restore,
+                    req.inbound,
+                    req.max_payload,
+                );
                 busy.since_ms.store(0, Ordering::Release);
                 if result.is_err() {
                     machines.remove(&key);
@@ -139,10 +148,12 @@ fn activate(
         let machine = replay::restore(wf.as_ref(), identity, &history)?;
         machines.insert(key, machine);
     }
-    let machine = machines.get_mut(&key).ok_or_else(|| ReplayError::Malformed {
-        event: EventId(0),
-        reason: "the engine holds no state for this run".into(),
-    })?;
+    let machine = machines
+        .get_mut(&key)
+        .ok_or_else(|| ReplayError::Malformed {
+            event: EventId(0),
+            reason: "the engine holds no state for this run".into(),
+        })?;
     let after = machine.last_applied();
     let now = clock::now_ms();
     // Commands the restore produced (history ended before they were recorded).
@@ -180,15 +191,15 @@ fn record_commands(
 ) -> Result<(), ReplayError> {
     let commands: Vec<(CommandSeq, Command)> = machine.take_commands();
     for (seq, cmd) in commands {
-        if let Command::ScheduleActivity { name, input, .. } = &cmd {
-            if input.len() > max_payload {
-                return Err(ReplayError::Panicked {
-                    message: format!(
-                        "the input of activity {name} (command {seq}) is {} bytes, over the payload limit of {max_payload} bytes",
-                        input.len()
-                    ),
-                });
-            }
+        if let Command::ScheduleActivity { name, input, .. } = &cmd
+            && input.len() > max_payload
+        {
+            return Err(ReplayError::Panicked {
+                message: format!(
+                    "the input of activity {name} (command {seq}) is {} bytes, over the payload limit of {max_payload} bytes",
+                    input.len()
+                ),
+            });
         }
         let event = Event {
             id: EventId(machine.last_applied().0 + 1),

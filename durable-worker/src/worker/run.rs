@@ -3,15 +3,15 @@
 
 use super::Shared;
 use super::activities::{self, AttemptSpec, Reporter};
-use super::engine::{Activation, ActivateRequest, EngineMsg};
+use super::engine::{ActivateRequest, Activation, EngineMsg};
 use crate::error::WorkerError;
+use durable_core::RunIdentity;
 use durable_core::clock;
 use durable_core::error::{ActivityError, StoreError};
 use durable_core::event::EventKind;
 use durable_core::ids::{CommandSeq, EventId, FencingToken, RunKey};
 use durable_core::payload::Payload;
 use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask, RunStatus};
-use durable_core::RunIdentity;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -93,7 +93,11 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let limit = 256;
-        match shared.store.claim_runs(&shared.id, limit, shared.options.lease).await {
+        match shared
+            .store
+            .claim_runs(&shared.id, limit, shared.options.lease)
+            .await
+        {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
                 let n = claimed.len();
@@ -105,7 +109,11 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
                     continue;
                 }
             }
-            Err(e @ (StoreError::Foreign { .. } | StoreError::TooNew { .. } | StoreError::Corrupt(_))) => {
+            Err(
+                e @ (StoreError::Foreign { .. }
+                | StoreError::TooNew { .. }
+                | StoreError::Corrupt(_)),
+            ) => {
                 return Err(WorkerError::Store(e));
             }
             Err(e) => {
@@ -263,11 +271,13 @@ impl RunActor {
                 }
             }
         }
-        self.shared.engine().send(EngineMsg::Evict(self.key, self.fence));
-        if let Ok(mut runs) = self.shared.runs.lock() {
-            if runs.get(&self.key).map(|h| h.actor) == Some(self.handle.actor) {
-                runs.remove(&self.key);
-            }
+        self.shared
+            .engine()
+            .send(EngineMsg::Evict(self.key, self.fence));
+        if let Ok(mut runs) = self.shared.runs.lock()
+            && runs.get(&self.key).map(|h| h.actor) == Some(self.handle.actor)
+        {
+            runs.remove(&self.key);
         }
         // Anything that arrived after we decided to stop goes the remote way.
         let mut late = Vec::new();
@@ -361,16 +371,19 @@ impl RunActor {
             self.shared.stats.restores.fetch_add(1, Ordering::Relaxed);
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.shared.engine().send(EngineMsg::Activate(Box::new(ActivateRequest {
-            key: self.key,
-            fence: self.fence,
-            identity: self.identity.clone(),
-            workflow: self.workflow.clone(),
-            restore: history,
-            inbound,
-            max_payload: self.shared.options.max_payload_bytes,
-            reply,
-        })));
+        let sent = self
+            .shared
+            .engine()
+            .send(EngineMsg::Activate(Box::new(ActivateRequest {
+                key: self.key,
+                fence: self.fence,
+                identity: self.identity.clone(),
+                workflow: self.workflow.clone(),
+                restore: history,
+                inbound,
+                max_payload: self.shared.options.max_payload_bytes,
+                reply,
+            })));
         // The watchdog replaces a stuck engine; a request queued behind the stuck
         // activation is never answered, so give up after the deadline and start over.
         let wait = self
@@ -416,7 +429,9 @@ impl RunActor {
                     input,
                     options,
                 } => {
-                    let local = self.shared.runs_locally(name, options.task_queue.as_deref())
+                    let local = self
+                        .shared
+                        .runs_locally(name, options.task_queue.as_deref())
                         && !self.shared.is_shutting_down();
                     activities.push(NewActivityTask {
                         seq: *seq,
@@ -457,12 +472,17 @@ impl RunActor {
         let outcome = match store.commit(commit).await {
             Ok(o) => o,
             Err(e) => {
-                self.shared.engine().send(EngineMsg::Evict(self.key, self.fence));
+                self.shared
+                    .engine()
+                    .send(EngineMsg::Evict(self.key, self.fence));
                 return self.store_failed(e, local_results).await;
             }
         };
         self.fresh = false;
-        self.shared.stats.activations.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .activations
+            .fetch_add(1, Ordering::Relaxed);
         if finish.is_some() {
             return Next::Finished;
         }

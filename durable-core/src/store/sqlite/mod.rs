@@ -361,7 +361,10 @@ impl Shared {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => format!("(unreadable: codec: {e})"),
             }),
-            (Value::Blob(b), None) => Some(format!("({} encoded bytes; open the store with its codec)", b.len())),
+            (Value::Blob(b), None) => Some(format!(
+                "({} encoded bytes; open the store with its codec)",
+                b.len()
+            )),
             (Value::Integer(i), _) => Some(i.to_string()),
             (Value::Real(r), _) => Some(r.to_string()),
         }

@@ -38,7 +38,11 @@ pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
 
 /// Checks that the open file is a durable database (or empty and ours to create), and
 /// brings its schema to the current version.
-pub(crate) fn prepare(conn: &mut Connection, path: &str, may_create: bool) -> Result<(), StoreError> {
+pub(crate) fn prepare(
+    conn: &mut Connection,
+    path: &str,
+    may_create: bool,
+) -> Result<(), StoreError> {
     let err = |e| map_err(path, e);
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
@@ -68,7 +72,10 @@ pub(crate) fn prepare(conn: &mut Connection, path: &str, may_create: bool) -> Re
                 reason: if shown.is_empty() {
                     format!("application id {app_id:#x}, no durable schema")
                 } else {
-                    format!("a SQLite database of another application, tables: {}", shown.join(", "))
+                    format!(
+                        "a SQLite database of another application, tables: {}",
+                        shown.join(", ")
+                    )
                 },
             });
         }
@@ -91,11 +98,16 @@ pub(crate) fn prepare(conn: &mut Connection, path: &str, may_create: bool) -> Re
     let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
-    let start = usize::try_from(version).map_err(|_| StoreError::Corrupt(format!("{path}: negative schema version {version}")))?;
+    let start = usize::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("{path}: negative schema version {version}")))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))
-            .map_err(err)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )
+        .map_err(err)?;
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(err)?;

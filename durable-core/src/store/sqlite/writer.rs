@@ -16,8 +16,7 @@ use tokio::sync::oneshot;
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write job: runs in a savepoint (or is told why it cannot run) and returns whether
 /// it failed, and its reply.
-pub(crate) type WriteJob =
-    Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Reply) + Send>;
+pub(crate) type WriteJob = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Reply) + Send>;
 /// A read job.
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -66,7 +65,10 @@ impl Writer {
             (failed, reply)
         });
         let sent = match self.tx.lock() {
-            Ok(guard) => guard.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false),
+            Ok(guard) => guard
+                .as_ref()
+                .map(|tx| tx.send(job).is_ok())
+                .unwrap_or(false),
             Err(_) => false,
         };
         async move {
@@ -211,7 +213,10 @@ impl Readers {
             let _ = reply_tx.send(f(conn));
         });
         let sent = match self.tx.lock() {
-            Ok(guard) => guard.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false),
+            Ok(guard) => guard
+                .as_ref()
+                .map(|tx| tx.send(job).is_ok())
+                .unwrap_or(false),
             Err(_) => false,
         };
         async move {
