@@ -176,12 +176,20 @@ impl WorkflowContext {
         StandardUniform: Distribution<T>,
         T: Serialize + DeserializeOwned,
     {
-        self.record("random", |state| state.rng.random::<T>())
+        self.record("random", |ctx| {
+            let mut state = ctx.state.borrow_mut();
+            state.reseed_for_next();
+            state.rng.random::<T>()
+        })
     }
 
     /// A random (version 4) UUID, recorded in the history.
     pub fn uuid(&self) -> uuid::Uuid {
-        let bytes: [u8; 16] = self.record("uuid", |state| state.rng.random::<[u8; 16]>());
+        let bytes: [u8; 16] = self.record("uuid", |ctx| {
+            let mut state = ctx.state.borrow_mut();
+            state.reseed_for_next();
+            state.rng.random::<[u8; 16]>()
+        });
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 
@@ -196,24 +204,23 @@ impl WorkflowContext {
         self.record(&format!("side_effect:{label}"), |_| f())
     }
 
-    fn record<T, F>(&self, name: &str, f: F) -> T
+    /// Returns the value recorded for marker `name` on replay; otherwise produces it
+    /// with `fresh` (holding no borrow of the run, so a side-effect closure may read the
+    /// context) and records it.
+    fn record<T, F>(&self, name: &str, fresh: F) -> T
     where
         T: Serialize + DeserializeOwned,
-        F: FnOnce(&mut RunState) -> T,
+        F: FnOnce(&Self) -> T,
     {
-        let mut fresh_value: Option<T> = None;
-        let payload = {
-            let mut state = self.state.borrow_mut();
-            state.marker(name.to_owned(), |s| {
-                let v = f(s);
-                let p = Payload::encode(&v).unwrap_or_default();
-                fresh_value = Some(v);
-                p
-            })
+        let recorded = self.state.borrow_mut().take_recorded_marker(name);
+        let Some(payload) = recorded else {
+            let value = fresh(self);
+            let payload = Payload::encode(&value).unwrap_or_default();
+            self.state
+                .borrow_mut()
+                .issue_marker(name.to_owned(), payload);
+            return value;
         };
-        if let Some(v) = fresh_value {
-            return v;
-        }
         match payload.decode::<T>() {
             Ok(v) => v,
             Err(e) => {

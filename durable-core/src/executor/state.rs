@@ -152,30 +152,48 @@ impl RunState {
         seq
     }
 
+    /// On replay, the value recorded for the marker `name` at the next command number
+    /// (consuming that number); `None` when the value must be produced now.
+    pub(crate) fn take_recorded_marker(&mut self, name: &str) -> Option<Payload> {
+        let seq = CommandSeq(self.next_seq);
+        if let Some((_, EventKind::MarkerRecorded { name: n, value, .. })) =
+            self.recorded.get(&seq.0)
+            && n == name
+        {
+            let value = value.clone();
+            self.next_seq += 1;
+            return Some(value);
+        }
+        None
+    }
+
+    /// Points the random source at the stream of the next command number, so a fresh
+    /// value does not depend on how many were drawn before a restore.
+    pub(crate) fn reseed_for_next(&mut self) {
+        self.rng = ChaCha8Rng::seed_from_u64(self.seed);
+        self.rng.set_stream(u64::from(self.next_seq));
+    }
+
+    /// Records a freshly produced marker value under the next command number.
+    pub(crate) fn issue_marker(&mut self, name: String, value: Payload) {
+        let seq = CommandSeq(self.next_seq);
+        // `issue` reports a mismatch when history holds something else at this number.
+        self.issue(Command::RecordMarker { name, value });
+        self.waiting.remove(&seq.0);
+    }
+
     /// Records a value the first time; returns the recorded value on replay.
     pub(crate) fn marker(
         &mut self,
         name: String,
         fresh: impl FnOnce(&mut Self) -> Payload,
     ) -> Payload {
-        let seq = CommandSeq(self.next_seq);
-        if let Some((_, EventKind::MarkerRecorded { name: n, value, .. })) =
-            self.recorded.get(&seq.0)
-            && *n == name
-        {
-            let value = value.clone();
-            self.next_seq += 1;
+        if let Some(value) = self.take_recorded_marker(&name) {
             return value;
         }
-        self.rng = ChaCha8Rng::seed_from_u64(self.seed);
-        self.rng.set_stream(u64::from(seq.0));
+        self.reseed_for_next();
         let value = fresh(self);
-        // `issue` reports a mismatch when history holds something else at this number.
-        self.issue(Command::RecordMarker {
-            name,
-            value: value.clone(),
-        });
-        self.waiting.remove(&seq.0);
+        self.issue_marker(name, value.clone());
         value
     }
 
