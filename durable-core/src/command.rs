@@ -57,6 +57,32 @@ impl Command {
         }
     }
 
+    /// Whether `recorded` (a command event of history) records this command: the same
+    /// kind, name and input (activity), duration (timer), signal name or marker name.
+    /// The same test as comparing [`Command::summary`] with the event's summary, without
+    /// allocating.
+    pub fn matches(&self, recorded: &EventKind) -> bool {
+        match (self, recorded) {
+            (
+                Command::ScheduleActivity { name, input, .. },
+                EventKind::ActivityScheduled {
+                    name: n, input: i, ..
+                },
+            ) => name == n && input == i,
+            (
+                Command::StartTimer { duration_ms },
+                EventKind::TimerStarted {
+                    duration_ms: d, ..
+                },
+            ) => duration_ms == d,
+            (Command::WaitSignal { name }, EventKind::SignalAwaited { name: n, .. })
+            | (Command::RecordMarker { name, .. }, EventKind::MarkerRecorded { name: n, .. }) => {
+                name == n
+            }
+            _ => false,
+        }
+    }
+
     /// The summary compared against history during replay.
     pub fn summary(&self) -> CommandSummary {
         self.clone()

@@ -73,6 +73,9 @@ struct RunActor {
     /// duplicate (armed twice, or fired meanwhile through the store's sweep) and is
     /// dropped, since applying a second `TimerFired` would fail the activation.
     armed: std::collections::HashSet<CommandSeq>,
+    /// The sleeping tasks of local timers, aborted when the actor ends so an evicted
+    /// run keeps nothing in memory.
+    timer_tasks: Vec<tokio::task::AbortHandle>,
 }
 
 enum Next {
@@ -182,6 +185,7 @@ fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
         fresh: true,
         handle: handle.clone(),
         armed: std::collections::HashSet::new(),
+        timer_tasks: Vec::new(),
     };
     handle.send(RunMsg::Wake);
     runs.insert(c.key, handle);
@@ -270,6 +274,9 @@ impl RunActor {
                     break;
                 }
             }
+        }
+        for t in self.timer_tasks.drain(..) {
+            t.abort();
         }
         self.shared
             .engine()
@@ -527,10 +534,14 @@ impl RunActor {
             return;
         }
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             handle.send(RunMsg::TimerDue(seq));
         });
+        if self.timer_tasks.len() >= 64 {
+            self.timer_tasks.retain(|t| !t.is_finished());
+        }
+        self.timer_tasks.push(task.abort_handle());
     }
 
     async fn store_failed(&self, e: StoreError, locals: Vec<Local>) -> Next {
