@@ -102,7 +102,11 @@ async fn simulate_work(ctx: &ActivityContext, ms: u64) {
             start,
             durable::clock::now_ms()
         );
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = f.write_all(line.as_bytes());
         }
     }
@@ -172,7 +176,10 @@ async fn process_payment(ctx: ActivityContext, order: Order) -> Result<Charge, A
     if order.card_number == DECLINED_CARD {
         return Err(ActivityError::non_retryable(
             "PaymentFailed",
-            format!("card ending {} was declined", &order.card_number[order.card_number.len() - 4..]),
+            format!(
+                "card ending {} was declined",
+                &order.card_number[order.card_number.len() - 4..]
+            ),
         ));
     }
     // The idempotency key is the same on every retry: a real provider would see one charge.
@@ -186,7 +193,10 @@ async fn process_payment(ctx: ActivityContext, order: Order) -> Result<Charge, A
 
 /// Gives reserved stock back (compensation).
 #[activity]
-async fn release_inventory(ctx: ActivityContext, reservation: Reservation) -> Result<(), ActivityError> {
+async fn release_inventory(
+    ctx: ActivityContext,
+    reservation: Reservation,
+) -> Result<(), ActivityError> {
     simulate_work(&ctx, 20).await;
     tracing::info!(reservation = %reservation.reservation_id, "inventory released");
     Ok(())
@@ -238,14 +248,17 @@ async fn schedule_shipment(
 pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, WorkflowError> {
     if let Err(e) = ctx.activity::<validate_order>(order.clone()).await {
         if e.is("ValidationException") {
-            ctx.activity::<notify_customer_invalid>((order.order_id.clone(), e.message().to_owned()),
-            )
+            ctx.activity::<notify_customer_invalid>((
+                order.order_id.clone(),
+                e.message().to_owned(),
+            ))
             .await?;
         }
         return Err(e.into());
     }
 
-    let reservation = match ctx.activity::<check_inventory>(order.clone())
+    let reservation = match ctx
+        .activity::<check_inventory>(order.clone())
         .retry(
             RetryPolicy::exponential(Duration::from_secs(2))
                 .backoff(2.0)
@@ -257,8 +270,10 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, Wo
     {
         Ok(r) => r,
         Err(e) => {
-            ctx.activity::<notify_customer_failed>((order.order_id.clone(), e.message().to_owned()),
-            )
+            ctx.activity::<notify_customer_failed>((
+                order.order_id.clone(),
+                e.message().to_owned(),
+            ))
             .await?;
             return Err(e.into());
         }
@@ -268,9 +283,12 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, Wo
         Ok(c) => c,
         Err(e) if e.is("PaymentFailed") => {
             // Compensate in reverse order of what was done.
-            ctx.activity::<release_inventory>(reservation.clone()).await?;
-            ctx.activity::<notify_customer_failed>((order.order_id.clone(), e.message().to_owned()),
-            )
+            ctx.activity::<release_inventory>(reservation.clone())
+                .await?;
+            ctx.activity::<notify_customer_failed>((
+                order.order_id.clone(),
+                e.message().to_owned(),
+            ))
             .await?;
             return Err(e.into());
         }
@@ -284,7 +302,8 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, Wo
     email?;
     analytics?;
 
-    let tracking_number = ctx.activity::<schedule_shipment>((order.clone(), reservation))
+    let tracking_number = ctx
+        .activity::<schedule_shipment>((order.clone(), reservation))
         .await?;
     Ok(OrderResult {
         order_id: order.order_id,

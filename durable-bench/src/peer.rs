@@ -1,9 +1,9 @@
 //! The peer side: W1, W2 and W3 on duroxide.
 //!
 //! duroxide's SQLite provider pins `libsqlite3-sys` 0.30 (through sqlx 0.8) while durable
-//! takes its version from rusqlite (0.35 with rusqlite 0.37). Both declare
-//! `links = "sqlite3"` and Cargo allows one such package per lock file, so in one
-//! workspace the peer would decide which rusqlite durable may use. The peer's workloads
+//! takes its version from rusqlite. Both declare `links = "sqlite3"` and Cargo allows one
+//! such package per lock file, so in one workspace the peer would decide which rusqlite
+//! durable may use (0.32 at most) and `cargo test --workspace` would build sqlx. The peer's workloads
 //! therefore live in `durable-bench/peer/`, a workspace of its own, which this module
 //! builds with the same cargo and runs in the same benchmark invocation, on the same
 //! disk, reading the JSON object it prints.

@@ -71,9 +71,7 @@ impl Command {
             ) => name == n && input == i,
             (
                 Command::StartTimer { duration_ms },
-                EventKind::TimerStarted {
-                    duration_ms: d, ..
-                },
+                EventKind::TimerStarted { duration_ms: d, .. },
             ) => duration_ms == d,
             (Command::WaitSignal { name }, EventKind::SignalAwaited { name: n, .. })
             | (Command::RecordMarker { name, .. }, EventKind::MarkerRecorded { name: n, .. }) => {

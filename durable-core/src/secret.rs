@@ -17,8 +17,9 @@ use std::fmt;
 ///
 /// What it does not do: it does not hide the value from code that calls
 /// [`Secret::expose`], from `history` and `history --export` (which decode payloads for
-/// whoever holds the database and its codec), or from a JSON rendering made by
-/// serializing it explicitly. It does not zero memory on drop.
+/// whoever holds the database and its codec), from `{:?}` of a
+/// [`Payload`](crate::Payload) (which renders the decoded JSON), or from a JSON rendering
+/// made by serializing it explicitly. It does not zero memory on drop.
 ///
 /// ```
 /// use durable_core::Secret;

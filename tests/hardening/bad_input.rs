@@ -151,22 +151,38 @@ fn registry() -> Registry {
 /// checkpointed: `done` (hd.seq), `failed` (hd.failure), `open` (hd.signal).
 async fn fixture(db: &Path) {
     let store = support::open(db);
-    support::with_worker(&store, registry(), support::quick_options(), |client| async move {
-        client.start::<flows::seq_v0>("done", &"x".to_owned()).await.expect("start");
-        client.start::<flows::failure_v0>("failed", &()).await.expect("start");
-        client.start::<flows::signal_v0>("open", &()).await.expect("start");
-        support::wait_settled(&client, "done").await;
-        support::wait_settled(&client, "failed").await;
-        support::wait_history(&client, "open", "waiting for approve", |h| h.len() >= 4).await;
-    })
+    support::with_worker(
+        &store,
+        registry(),
+        support::quick_options(),
+        |client| async move {
+            client
+                .start::<flows::seq_v0>("done", &"x".to_owned())
+                .await
+                .expect("start");
+            client
+                .start::<flows::failure_v0>("failed", &())
+                .await
+                .expect("start");
+            client
+                .start::<flows::signal_v0>("open", &())
+                .await
+                .expect("start");
+            support::wait_settled(&client, "done").await;
+            support::wait_settled(&client, "failed").await;
+            support::wait_history(&client, "open", "waiting for approve", |h| h.len() >= 4).await;
+        },
+    )
     .await;
     drop(store);
     support::settle(db);
 }
 
 fn order_input() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/order-ok.json"))
-        .expect("sample input")
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/order-ok.json"),
+    )
+    .expect("sample input")
 }
 
 fn store_err(e: ClientError) -> StoreError {
@@ -200,8 +216,16 @@ async fn bad_requests_are_refused_and_write_nothing() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     for (case, json, needle) in [
         ("malformed JSON input", "{\"order_id\": ", "--input"),
-        ("JSON of the wrong type (array for a struct)", "[1, 2]", "--input"),
-        ("JSON with a field of the wrong type", "{\"order_id\": 7}", "--input"),
+        (
+            "JSON of the wrong type (array for a struct)",
+            "[1, 2]",
+            "--input",
+        ),
+        (
+            "JSON with a field of the wrong type",
+            "{\"order_id\": 7}",
+            "--input",
+        ),
         ("JSON nested 10,000 deep", deep.as_str(), "--input"),
         ("empty input", "", "--input"),
     ] {
@@ -233,50 +257,184 @@ async fn bad_requests_are_refused_and_write_nothing() {
     }
     let e = api_unchanged!("status", client.status(&nope).await.unwrap_err());
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("unknown run id: status", "ClientError::NotFound", cli_refused(&db, &["status", "nope"], "no run with id 'nope'"));
+    t.row(
+        "unknown run id: status",
+        "ClientError::NotFound",
+        cli_refused(&db, &["status", "nope"], "no run with id 'nope'"),
+    );
     let e = api_unchanged!("history", client.history(&nope).await.unwrap_err());
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("unknown run id: history", "ClientError::NotFound", cli_refused(&db, &["history", "nope", "--json"], "no run with id 'nope'"));
-    let e = api_unchanged!("result", client.wait_encoded(&nope, Some(Duration::from_millis(10))).await.unwrap_err());
+    t.row(
+        "unknown run id: history",
+        "ClientError::NotFound",
+        cli_refused(&db, &["history", "nope", "--json"], "no run with id 'nope'"),
+    );
+    let e = api_unchanged!(
+        "result",
+        client
+            .wait_encoded(&nope, Some(Duration::from_millis(10)))
+            .await
+            .unwrap_err()
+    );
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("unknown run id: result", "ClientError::NotFound", cli_refused(&db, &["result", "nope", "--wait", "--timeout", "1"], "no run with id 'nope'"));
-    let e = api_unchanged!("signal", client.signal(&nope, "approve", &1).await.unwrap_err());
+    t.row(
+        "unknown run id: result",
+        "ClientError::NotFound",
+        cli_refused(
+            &db,
+            &["result", "nope", "--wait", "--timeout", "1"],
+            "no run with id 'nope'",
+        ),
+    );
+    let e = api_unchanged!(
+        "signal",
+        client.signal(&nope, "approve", &1).await.unwrap_err()
+    );
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("unknown run id: signal", "ClientError::NotFound", cli_refused(&db, &["signal", "nope", "approve", "--payload", "1"], "no run with id 'nope'"));
+    t.row(
+        "unknown run id: signal",
+        "ClientError::NotFound",
+        cli_refused(
+            &db,
+            &["signal", "nope", "approve", "--payload", "1"],
+            "no run with id 'nope'",
+        ),
+    );
     let e = api_unchanged!("cancel", client.cancel(&nope, "why").await.unwrap_err());
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("unknown run id: cancel", "ClientError::NotFound", cli_refused(&db, &["cancel", "nope"], "no run with id 'nope'"));
+    t.row(
+        "unknown run id: cancel",
+        "ClientError::NotFound",
+        cli_refused(&db, &["cancel", "nope"], "no run with id 'nope'"),
+    );
     let e = api_unchanged!("resume", store.resume(&nope).await.unwrap_err());
     assert!(matches!(e, StoreError::NotFound(_)));
-    t.row("unknown run id: retry", "StoreError::NotFound", cli_refused(&db, &["retry", "nope"], "no run with id 'nope'"));
-    let e = api_unchanged!("reset", store.reset_run(&nope, EventId(1)).await.unwrap_err());
+    t.row(
+        "unknown run id: retry",
+        "StoreError::NotFound",
+        cli_refused(&db, &["retry", "nope"], "no run with id 'nope'"),
+    );
+    let e = api_unchanged!(
+        "reset",
+        store.reset_run(&nope, EventId(1)).await.unwrap_err()
+    );
     assert!(matches!(e, StoreError::NotFound(_)));
-    t.row("unknown run id: reset", "StoreError::NotFound", cli_refused(&db, &["reset", "nope", "--to", "1"], "no run with id 'nope'"));
+    t.row(
+        "unknown run id: reset",
+        "StoreError::NotFound",
+        cli_refused(
+            &db,
+            &["reset", "nope", "--to", "1"],
+            "no run with id 'nope'",
+        ),
+    );
 
     // Ids and names the store refuses.
     let long = "i".repeat(1_001);
-    let e = api_unchanged!("long id", store_err(client.start::<flows::seq_v0>(long.as_str(), &"x".into()).await.unwrap_err()));
-    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("1000")), "{e:?}");
-    t.row("id of 1,001 bytes (start)", format!("StoreError::Invalid {}", described(&e)),
-        cli_refused(&db, &["start", "order", "--input", &ok, "--id", &long], "1000"));
-    let e = api_unchanged!("long id status", client.status(&WorkflowId::from(long.as_str())).await.unwrap_err());
+    let e = api_unchanged!(
+        "long id",
+        store_err(
+            client
+                .start::<flows::seq_v0>(long.as_str(), &"x".into())
+                .await
+                .unwrap_err()
+        )
+    );
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("1000")),
+        "{e:?}"
+    );
+    t.row(
+        "id of 1,001 bytes (start)",
+        format!("StoreError::Invalid {}", described(&e)),
+        cli_refused(
+            &db,
+            &["start", "order", "--input", &ok, "--id", &long],
+            "1000",
+        ),
+    );
+    let e = api_unchanged!(
+        "long id status",
+        client
+            .status(&WorkflowId::from(long.as_str()))
+            .await
+            .unwrap_err()
+    );
     assert!(matches!(e, ClientError::NotFound(_)));
-    t.row("id of 1,001 bytes (status)", "ClientError::NotFound", cli_refused(&db, &["status", &long], "no run with id"));
-    let e = api_unchanged!("empty id", store_err(client.start::<flows::seq_v0>("", &"x".into()).await.unwrap_err()));
-    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("empty")), "{e:?}");
-    t.row("empty id", format!("StoreError::Invalid {}", described(&e)),
-        cli_refused(&db, &["start", "order", "--input", &ok, "--id", ""], "must not be empty"));
-    let e = api_unchanged!("NUL id", store_err(client.start::<flows::seq_v0>("a\0b", &"x".into()).await.unwrap_err()));
-    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("NUL")), "{e:?}");
-    t.row("id with a NUL byte", format!("StoreError::Invalid {}", described(&e)), "n/a: a NUL cannot be passed in argv");
+    t.row(
+        "id of 1,001 bytes (status)",
+        "ClientError::NotFound",
+        cli_refused(&db, &["status", &long], "no run with id"),
+    );
+    let e = api_unchanged!(
+        "empty id",
+        store_err(
+            client
+                .start::<flows::seq_v0>("", &"x".into())
+                .await
+                .unwrap_err()
+        )
+    );
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("empty")),
+        "{e:?}"
+    );
+    t.row(
+        "empty id",
+        format!("StoreError::Invalid {}", described(&e)),
+        cli_refused(
+            &db,
+            &["start", "order", "--input", &ok, "--id", ""],
+            "must not be empty",
+        ),
+    );
+    let e = api_unchanged!(
+        "NUL id",
+        store_err(
+            client
+                .start::<flows::seq_v0>("a\0b", &"x".into())
+                .await
+                .unwrap_err()
+        )
+    );
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("NUL")),
+        "{e:?}"
+    );
+    t.row(
+        "id with a NUL byte",
+        format!("StoreError::Invalid {}", described(&e)),
+        "n/a: a NUL cannot be passed in argv",
+    );
     let open = WorkflowId::from("open");
     for (case, name, cli_name, needle) in [
-        ("empty signal name", String::new(), Some(String::new()), "must not be empty"),
-        ("signal name of 1,001 bytes", "s".repeat(1_001), Some("s".repeat(1_001)), "1000"),
-        ("signal name with a NUL byte", "a\0b".to_owned(), None, "NUL"),
+        (
+            "empty signal name",
+            String::new(),
+            Some(String::new()),
+            "must not be empty",
+        ),
+        (
+            "signal name of 1,001 bytes",
+            "s".repeat(1_001),
+            Some("s".repeat(1_001)),
+            "1000",
+        ),
+        (
+            "signal name with a NUL byte",
+            "a\0b".to_owned(),
+            None,
+            "NUL",
+        ),
     ] {
-        let e = api_unchanged!(case, store_err(client.signal(&open, &name, &1).await.unwrap_err()));
-        assert!(matches!(&e, StoreError::Invalid(m) if m.contains(needle)), "{case}: {e:?}");
+        let e = api_unchanged!(
+            case,
+            store_err(client.signal(&open, &name, &1).await.unwrap_err())
+        );
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains(needle)),
+            "{case}: {e:?}"
+        );
         let cli = match cli_name {
             Some(n) => cli_refused(&db, &["signal", "open", &n, "--payload", "1"], needle),
             None => "n/a: a NUL cannot be passed in argv".to_owned(),
@@ -292,35 +450,87 @@ async fn bad_requests_are_refused_and_write_nothing() {
         ("cancel a failed run", "failed", 1),
     ] {
         let wid = WorkflowId::from(id);
-        let e = api_unchanged!(case, if f == 0 {
-            client.signal(&wid, "approve", &1).await.unwrap_err()
-        } else {
-            client.cancel(&wid, "late").await.unwrap_err()
-        });
+        let e = api_unchanged!(
+            case,
+            if f == 0 {
+                client.signal(&wid, "approve", &1).await.unwrap_err()
+            } else {
+                client.cancel(&wid, "late").await.unwrap_err()
+            }
+        );
         assert!(matches!(store_err(e), StoreError::Finished(_)), "{case}");
-        let args: Vec<&str> = if f == 0 { vec!["signal", id, "approve", "--payload", "1"] } else { vec!["cancel", id] };
-        t.row(case, "StoreError::Finished", cli_refused(&db, &args, "already finished"));
+        let args: Vec<&str> = if f == 0 {
+            vec!["signal", id, "approve", "--payload", "1"]
+        } else {
+            vec!["cancel", id]
+        };
+        t.row(
+            case,
+            "StoreError::Finished",
+            cli_refused(&db, &args, "already finished"),
+        );
     }
-    let e = api_unchanged!("retry", store.resume(&WorkflowId::from("done")).await.unwrap_err());
-    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("not suspended")), "{e:?}");
-    t.row("retry a run that is not suspended", format!("StoreError::Invalid {}", described(&e)),
-        cli_refused(&db, &["retry", "done"], "not suspended"));
+    let e = api_unchanged!(
+        "retry",
+        store.resume(&WorkflowId::from("done")).await.unwrap_err()
+    );
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("not suspended")),
+        "{e:?}"
+    );
+    t.row(
+        "retry a run that is not suspended",
+        format!("StoreError::Invalid {}", described(&e)),
+        cli_refused(&db, &["retry", "done"], "not suspended"),
+    );
 
     // Reset to events that do not exist or end the run.
-    let last = client.status(&WorkflowId::from("done")).await.expect("status").last_event_id;
+    let last = client
+        .status(&WorkflowId::from("done"))
+        .await
+        .expect("status")
+        .last_event_id;
     for (case, to, needle) in [
         ("reset --to 0", 0, "has no event 0"),
         ("reset --to 18446744073709551615", u64::MAX, "has no event"),
-        ("reset --to the event that ends the run", last.0, "ends the run"),
+        (
+            "reset --to the event that ends the run",
+            last.0,
+            "ends the run",
+        ),
     ] {
-        let e = api_unchanged!(case, store.reset_run(&WorkflowId::from("done"), EventId(to)).await.unwrap_err());
-        assert!(matches!(&e, StoreError::Invalid(m) if m.contains(needle)), "{case}: {e:?}");
-        t.row(case, format!("StoreError::Invalid {}", described(&e)),
-            cli_refused(&db, &["reset", "done", "--to", &to.to_string()], needle));
+        let e = api_unchanged!(
+            case,
+            store
+                .reset_run(&WorkflowId::from("done"), EventId(to))
+                .await
+                .unwrap_err()
+        );
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains(needle)),
+            "{case}: {e:?}"
+        );
+        t.row(
+            case,
+            format!("StoreError::Invalid {}", described(&e)),
+            cli_refused(&db, &["reset", "done", "--to", &to.to_string()], needle),
+        );
     }
-    t.row("reset --to abc (not a number)", "n/a (typed)", cli_refused(&db, &["reset", "done", "--to", "abc"], "--to"));
-    t.row("unknown subcommand", "n/a", cli_refused(&db, &["frobnicate"], "frobnicate"));
-    t.row("missing required argument", "n/a", cli_refused(&db, &["signal", "done"], "<NAME>"));
+    t.row(
+        "reset --to abc (not a number)",
+        "n/a (typed)",
+        cli_refused(&db, &["reset", "done", "--to", "abc"], "--to"),
+    );
+    t.row(
+        "unknown subcommand",
+        "n/a",
+        cli_refused(&db, &["frobnicate"], "frobnicate"),
+    );
+    t.row(
+        "missing required argument",
+        "n/a",
+        cli_refused(&db, &["signal", "done"], "<NAME>"),
+    );
 
     // A payload exactly at the limit is accepted; one byte more is refused before
     // anything is written, and the run stays cancellable.
@@ -329,48 +539,162 @@ async fn bad_requests_are_refused_and_write_nothing() {
     assert_eq!(Payload::encode(&at_limit).expect("encode").len(), limit);
     let small = Client::new(store.clone()).with_max_payload(limit);
     let before = Snapshot::take(&db);
-    let started = small.start::<flows::seq_v0>("limit-ok", &at_limit).await.expect("a payload at the limit is accepted");
+    let started = small
+        .start::<flows::seq_v0>("limit-ok", &at_limit)
+        .await
+        .expect("a payload at the limit is accepted");
     assert!(started.created);
     let after = Snapshot::take(&db);
-    assert_ne!(after, before, "the accepted start wrote; {:?}", std::fs::read_dir(dir.path()).map(|d| d.filter_map(|e| e.ok()).map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect::<Vec<_>>()));
+    assert_ne!(
+        after,
+        before,
+        "the accepted start wrote; {:?}",
+        std::fs::read_dir(dir.path()).map(|d| d
+            .filter_map(|e| e.ok())
+            .map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+            .collect::<Vec<_>>())
+    );
     let over = "p".repeat(998);
-    let e = api_unchanged!("limit+1", small.start::<flows::seq_v0>("limit-over", &over).await.unwrap_err());
-    assert!(matches!(e, ClientError::Payload(PayloadError::TooLarge { size: 1001, limit: 1000 })), "{e:?}");
-    assert!(matches!(client.status(&WorkflowId::from("limit-over")).await, Err(ClientError::NotFound(_))));
-    t.row("input exactly at the payload limit (1,000 bytes)", "accepted, run created", "n/a: the CLI keeps the 2 MiB default, past argv's 128 KiB");
-    t.row("input of limit + 1 bytes", format!("PayloadError::TooLarge {}", described(&e)), "n/a (as above)");
-    let e = api_unchanged!("signal limit+1", small.signal(&WorkflowId::from("limit-ok"), "approve", &over).await.unwrap_err());
-    assert!(matches!(e, ClientError::Payload(PayloadError::TooLarge { .. })), "{e:?}");
-    small.signal(&WorkflowId::from("limit-ok"), "approve", &at_limit).await.expect("a signal at the limit");
-    small.cancel(&WorkflowId::from("limit-ok"), "cancellable").await.expect("the run stays cancellable");
-    t.row("signal body of limit + 1 bytes", "PayloadError::TooLarge; the run is still signalled at the limit and cancelled after", "n/a (as above)");
+    let e = api_unchanged!(
+        "limit+1",
+        small
+            .start::<flows::seq_v0>("limit-over", &over)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        matches!(
+            e,
+            ClientError::Payload(PayloadError::TooLarge {
+                size: 1001,
+                limit: 1000
+            })
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        client.status(&WorkflowId::from("limit-over")).await,
+        Err(ClientError::NotFound(_))
+    ));
+    t.row(
+        "input exactly at the payload limit (1,000 bytes)",
+        "accepted, run created",
+        "n/a: the CLI keeps the 2 MiB default, past argv's 128 KiB",
+    );
+    t.row(
+        "input of limit + 1 bytes",
+        format!("PayloadError::TooLarge {}", described(&e)),
+        "n/a (as above)",
+    );
+    let e = api_unchanged!(
+        "signal limit+1",
+        small
+            .signal(&WorkflowId::from("limit-ok"), "approve", &over)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        matches!(e, ClientError::Payload(PayloadError::TooLarge { .. })),
+        "{e:?}"
+    );
+    small
+        .signal(&WorkflowId::from("limit-ok"), "approve", &at_limit)
+        .await
+        .expect("a signal at the limit");
+    small
+        .cancel(&WorkflowId::from("limit-ok"), "cancellable")
+        .await
+        .expect("the run stays cancellable");
+    t.row(
+        "signal body of limit + 1 bytes",
+        "PayloadError::TooLarge; the run is still signalled at the limit and cancelled after",
+        "n/a (as above)",
+    );
 
     // A payload that does not decode into the declared type.
-    let e = client.result::<flows::timer_v0>("done", Some(Duration::from_secs(1))).await.unwrap_err();
-    assert!(matches!(e, ClientError::Payload(PayloadError::Decode { .. })), "{e:?}");
-    t.row("run output read as the wrong type", format!("ClientError::Payload {}", described(&e)), "n/a: the CLI renders through the registered type");
+    let e = client
+        .result::<flows::timer_v0>("done", Some(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Payload(PayloadError::Decode { .. })),
+        "{e:?}"
+    );
+    t.row(
+        "run output read as the wrong type",
+        format!("ClientError::Payload {}", described(&e)),
+        "n/a: the CLI renders through the registered type",
+    );
 
     // Durations on the command line.
     for (case, args, needle) in [
-        ("--timeout inf", vec!["result", "open", "--wait", "--timeout", "inf"], "--timeout"),
-        ("--timeout 1e400 (overflows f64)", vec!["result", "open", "--wait", "--timeout", "1e400"], "--timeout"),
-        ("--timeout=-0.5", vec!["result", "open", "--wait", "--timeout=-0.5"], "--timeout"),
+        (
+            "--timeout inf",
+            vec!["result", "open", "--wait", "--timeout", "inf"],
+            "--timeout",
+        ),
+        (
+            "--timeout 1e400 (overflows f64)",
+            vec!["result", "open", "--wait", "--timeout", "1e400"],
+            "--timeout",
+        ),
+        (
+            "--timeout=-0.5",
+            vec!["result", "open", "--wait", "--timeout=-0.5"],
+            "--timeout",
+        ),
         ("--since soon", vec!["list", "--since", "soon"], "--since"),
         ("--since '' (empty)", vec!["list", "--since", ""], "--since"),
-        ("--stuck 99999999999999999999999d (overflow)", vec!["list", "--stuck", "99999999999999999999999d"], "--stuck"),
-        ("--stuck=-5m (negative)", vec!["list", "--stuck=-5m"], "--stuck"),
-        ("--lease-ms -1", vec!["worker", "--lease-ms=-1"], "--lease-ms"),
+        (
+            "--stuck 99999999999999999999999d (overflow)",
+            vec!["list", "--stuck", "99999999999999999999999d"],
+            "--stuck",
+        ),
+        (
+            "--stuck=-5m (negative)",
+            vec!["list", "--stuck=-5m"],
+            "--stuck",
+        ),
+        (
+            "--lease-ms -1",
+            vec!["worker", "--lease-ms=-1"],
+            "--lease-ms",
+        ),
     ] {
-        t.row(case, "n/a (Duration is typed)", cli_refused(&db, &args, needle));
+        t.row(
+            case,
+            "n/a (Duration is typed)",
+            cli_refused(&db, &args, needle),
+        );
     }
-    let huge = unchanged(&db, "--since 500000000years", || support::order(&db, &["list", "--since", "500000000years", "--json"]).run());
-    assert_eq!(huge.ok().lines().count(), 4, "every run is newer than that: {}", huge.stdout);
-    t.row("--since 500000000years (saturates)", "n/a", "exit 0, lists every run, nothing written");
+    let huge = unchanged(&db, "--since 500000000years", || {
+        support::order(&db, &["list", "--since", "500000000years", "--json"]).run()
+    });
+    assert_eq!(
+        huge.ok().lines().count(),
+        4,
+        "every run is newer than that: {}",
+        huge.stdout
+    );
+    t.row(
+        "--since 500000000years (saturates)",
+        "n/a",
+        "exit 0, lists every run, nothing written",
+    );
 
     // history --export never overwrites.
     let existing = dir.path().join("existing.json");
     std::fs::write(&existing, "keep me").expect("write");
-    let cli = cli_refused(&db, &["history", "done", "--export", &existing.display().to_string()], "cannot create");
+    let cli = cli_refused(
+        &db,
+        &[
+            "history",
+            "done",
+            "--export",
+            &existing.display().to_string(),
+        ],
+        "cannot create",
+    );
     assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
     t.row("history --export onto an existing file", "n/a", cli);
 
@@ -405,7 +729,11 @@ async fn api_read_all(db: &Path) -> Result<usize, StoreError> {
 /// The CLI on a damaged file: success, or the error contract; never a panic or a write.
 fn cli_reads(db: &Path) -> Vec<Output> {
     let mut outs = Vec::new();
-    for args in [&["list", "--json"][..], &["history", "done", "--json"], &["status", "open"]] {
+    for args in [
+        &["list", "--json"][..],
+        &["history", "done", "--json"],
+        &["status", "open"],
+    ] {
         let before = Snapshot::take(db);
         let out = support::order(db, args).run();
         if out.code != Some(0) {
@@ -443,14 +771,22 @@ async fn files_that_are_not_durable_databases_are_refused_untouched() {
     let check_refused = |t: &mut Table, case: &str, db: &Path, needle: &str| {
         let before = Snapshot::take(db);
         let rt = tokio::runtime::Handle::current();
-        let api = std::thread::scope(|s| s.spawn(|| rt.block_on(api_read_all(db))).join().expect("no panic"));
+        let api = std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(api_read_all(db)))
+                .join()
+                .expect("no panic")
+        });
         let e = api.expect_err(case);
         assert!(e.to_string().contains(needle), "{case}: {e}");
         Snapshot::take(db).assert_same(&before, case);
         let list = cli_refused(db, &["list"], needle);
         cli_refused(db, &["status", "done"], needle);
         cli_refused(db, &["worker"], needle);
-        t.row(case, format!("{} {}", variant(&e), described(&e)), format!("{list} (list, status, worker alike)"));
+        t.row(
+            case,
+            format!("{} {}", variant(&e), described(&e)),
+            format!("{list} (list, status, worker alike)"),
+        );
     };
 
     let empty = dir.path().join("empty.db");
@@ -467,16 +803,29 @@ async fn files_that_are_not_durable_databases_are_refused_untouched() {
         conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('milk');")
             .expect("fill");
     }
-    check_refused(&mut t, "a SQLite database of another application", &foreign, foreign_msg);
+    check_refused(
+        &mut t,
+        "a SQLite database of another application",
+        &foreign,
+        foreign_msg,
+    );
 
     let newer = copy("newer.db");
     {
         let conn = rusqlite::Connection::open(&newer).expect("open");
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
-        conn.pragma_update(None, "user_version", v + 1).expect("bump");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        conn.pragma_update(None, "user_version", v + 1)
+            .expect("bump");
     }
     support::settle(&newer);
-    check_refused(&mut t, "our schema at user_version + 1", &newer, "newer than this binary supports");
+    check_refused(
+        &mut t,
+        "our schema at user_version + 1",
+        &newer,
+        "newer than this binary supports",
+    );
 
     let directory = dir.path().join("dir.db");
     std::fs::create_dir(&directory).expect("mkdir");
@@ -493,10 +842,18 @@ async fn files_that_are_not_durable_databases_are_refused_untouched() {
              CREATE TABLE other (x BLOB); INSERT INTO other VALUES (randomblob(20000));",
         )
         .expect("fill other");
-    std::fs::copy(support::with_suffix(&other, "-wal"), support::with_suffix(&wal_victim, "-wal"))
-        .expect("copy the foreign wal");
+    std::fs::copy(
+        support::with_suffix(&other, "-wal"),
+        support::with_suffix(&wal_victim, "-wal"),
+    )
+    .expect("copy the foreign wal");
     drop(holder);
-    check_refused(&mut t, "a -wal file from another database", &wal_victim, foreign_msg);
+    check_refused(
+        &mut t,
+        "a -wal file from another database",
+        &wal_victim,
+        foreign_msg,
+    );
 
     // A truncated database: cut at a random page boundary.
     let pages = std::fs::metadata(&good).expect("meta").len() / page_size(&good) as u64;
@@ -514,10 +871,18 @@ async fn files_that_are_not_durable_databases_are_refused_untouched() {
     let failed = outs.iter().filter(|o| o.code != Some(0)).count();
     t.row(
         &format!("database truncated after page {cut} of {pages}"),
-        match &api { Ok(n) => format!("read {n} events"), Err(e) => format!("{} {}", variant(e), described(e)) },
-        format!("{failed} of 3 read commands refused with one line, the rest answered; nothing written"),
+        match &api {
+            Ok(n) => format!("read {n} events"),
+            Err(e) => format!("{} {}", variant(e), described(e)),
+        },
+        format!(
+            "{failed} of 3 read commands refused with one line, the rest answered; nothing written"
+        ),
     );
-    assert!(api.is_err() || failed > 0 || cut + 1 >= usize::try_from(pages).unwrap_or(0), "a truncated db read cleanly");
+    assert!(
+        api.is_err() || failed > 0 || cut + 1 >= usize::try_from(pages).unwrap_or(0),
+        "a truncated db read cleanly"
+    );
 
     // A flipped byte in the header of each b-tree page in turn (API), and of one seeded
     // page through the CLI.
@@ -600,10 +965,16 @@ fn read_only_file(t: &mut Table, dir: &Path, good: &Path) {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).expect("chmod");
         std::fs::set_permissions(&ro_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
         let run = |args: &[&str]| {
             let cmd = support::order(&db, args);
-            if root { cmd.uid(65_534).run() } else { cmd.run() }
+            if root {
+                cmd.uid(65_534).run()
+            } else {
+                cmd.run()
+            }
         };
         let before = Snapshot::take(&db);
         let list = run(&["list", "--json"]);
@@ -718,11 +1089,24 @@ async fn accepted_oddities_end_runs_clearly_instead_of_sticking() {
     // The CLI worker with every interval at u64::MAX milliseconds: no overflow.
     drop(store);
     support::settle(&db);
-    let out = support::order(&db, &["worker", "--lease-ms", "18446744073709551615", "--poll-ms", "18446744073709551615"])
-        .run_for(Duration::from_millis(1500));
+    let out = support::order(
+        &db,
+        &[
+            "worker",
+            "--lease-ms",
+            "18446744073709551615",
+            "--poll-ms",
+            "18446744073709551615",
+        ],
+    )
+    .run_for(Duration::from_millis(1500));
     out.no_panic();
     assert!(out.code.is_none(), "the worker ran until killed: {out:?}");
-    t.row("`worker --lease-ms 18446744073709551615 --poll-ms 18446744073709551615`", "-", "runs without overflow until stopped");
+    t.row(
+        "`worker --lease-ms 18446744073709551615 --poll-ms 18446744073709551615`",
+        "-",
+        "runs without overflow until stopped",
+    );
 
     support::assert_no_engine_panics();
     t.print("accepted oddities");
@@ -759,44 +1143,114 @@ fn bad_history_files_are_clear_errors() {
     // The input of hd.seq is a string; 42 is a valid payload of another type.
     let wrong_type = write("wrong-type.json", replace_input(&text, "2a").as_bytes());
     // A history of another workflow, relabelled as hd.seq.
-    let timer_text = std::fs::read_to_string(crate::nondeterminism::history_file("hd.timer")).expect("read");
-    let relabelled = write("relabelled.json", timer_text.replace("\"hd.timer\"", "\"hd.seq\"").as_bytes());
+    let timer_text =
+        std::fs::read_to_string(crate::nondeterminism::history_file("hd.timer")).expect("read");
+    let relabelled = write(
+        "relabelled.json",
+        timer_text.replace("\"hd.timer\"", "\"hd.seq\"").as_bytes(),
+    );
     // Declared lengths of 4 GiB in the input's MessagePack.
     let claims: Vec<PathBuf> = ["dd", "df", "db", "c6", "c9"]
         .iter()
-        .map(|m| write(&format!("claim-{m}.json"), replace_input(&text, &format!("{m}ffffffff")).as_bytes()))
+        .map(|m| {
+            write(
+                &format!("claim-{m}.json"),
+                replace_input(&text, &format!("{m}ffffffff")).as_bytes(),
+            )
+        })
         .collect();
 
     for (case, file, code, needle) in [
-        ("zero-length history file", &zero, 2, "not a durable history file"),
-        ("4 KiB of random bytes as a history file", &random, 2, "cannot read"),
+        (
+            "zero-length history file",
+            &zero,
+            2,
+            "not a durable history file",
+        ),
+        (
+            "4 KiB of random bytes as a history file",
+            &random,
+            2,
+            "cannot read",
+        ),
         ("a directory as the history file", &folder, 2, "cannot read"),
-        ("a history file of 256 MiB + 1 byte (sparse)", &huge, 2, "over the limit"),
-        ("a payload with an odd number of hex digits", &odd_hex, 2, "odd length"),
-        ("a payload with invalid hex digits", &bad_hex, 2, "invalid hex"),
-        ("an input that does not decode into the workflow's input type", &wrong_type, 1, "non-determinism"),
-        ("the history of another workflow under this one's name", &relabelled, 1, "non-determinism"),
+        (
+            "a history file of 256 MiB + 1 byte (sparse)",
+            &huge,
+            2,
+            "over the limit",
+        ),
+        (
+            "a payload with an odd number of hex digits",
+            &odd_hex,
+            2,
+            "odd length",
+        ),
+        (
+            "a payload with invalid hex digits",
+            &bad_hex,
+            2,
+            "invalid hex",
+        ),
+        (
+            "an input that does not decode into the workflow's input type",
+            &wrong_type,
+            1,
+            "non-determinism",
+        ),
+        (
+            "the history of another workflow under this one's name",
+            &relabelled,
+            1,
+            "non-determinism",
+        ),
     ] {
         let api = replayer.replay_file(file).expect_err(case);
         let cli = unchanged(&db, case, || {
-            support::host_cli("base", &db, &["replay", "--file", &file.display().to_string()]).run()
+            support::host_cli(
+                "base",
+                &db,
+                &["replay", "--file", &file.display().to_string()],
+            )
+            .run()
         });
         let line = cli.refused(code, needle);
-        t.row(case, api_replay_variant(&api), format!("exit {code}: `{}`", line.chars().take(80).collect::<String>()));
+        t.row(
+            case,
+            api_replay_variant(&api),
+            format!(
+                "exit {code}: `{}`",
+                line.chars().take(80).collect::<String>()
+            ),
+        );
     }
     for file in &claims {
         let began = std::time::Instant::now();
         let api = replayer.replay_file(file).expect_err("a 4 GiB claim");
-        assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            began.elapsed()
+        );
         let rss = dir.path().join("rss");
-        let cli = support::host_cli("base", &db, &["replay", "--file", &file.display().to_string()])
-            .env("HARDENING_PEAK_RSS_OUT", &rss)
-            .run();
+        let cli = support::host_cli(
+            "base",
+            &db,
+            &["replay", "--file", &file.display().to_string()],
+        )
+        .env("HARDENING_PEAK_RSS_OUT", &rss)
+        .run();
         cli.refused(1, "non-determinism");
-        let peak: u64 = std::fs::read_to_string(&rss).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let peak: u64 = std::fs::read_to_string(&rss)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
         t.row(
-            &format!("an input whose MessagePack declares 4 GiB ({})", file.file_name().and_then(|n| n.to_str()).unwrap_or("")),
+            &format!(
+                "an input whose MessagePack declares 4 GiB ({})",
+                file.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ),
             format!("{} in {:?}", api_replay_variant(&api), began.elapsed()),
             format!("exit 1, peak RSS {} MiB", peak / 1024),
         );
@@ -832,5 +1286,9 @@ fn replace_input(text: &str, hex: &str) -> String {
     // `0` encodes as "00": put the chosen hex in its place.
     let json = file.to_json();
     let at = json.find("\"msgpack\": \"00\"").expect("the input's bytes");
-    format!("{}\"msgpack\": \"{hex}\"{}", &json[..at], &json[at + "\"msgpack\": \"00\"".len()..])
+    format!(
+        "{}\"msgpack\": \"{hex}\"{}",
+        &json[..at],
+        &json[at + "\"msgpack\": \"00\"".len()..]
+    )
 }

@@ -48,7 +48,10 @@ pub(crate) async fn step_b_renamed(
 #[activity]
 pub(crate) async fn flaky(ctx: ActivityContext, s: String) -> Result<String, ActivityError> {
     if ctx.attempt() < 2 {
-        return Err(ActivityError::retryable("Flaky", format!("attempt {} of {s} failed", ctx.attempt())));
+        return Err(ActivityError::retryable(
+            "Flaky",
+            format!("attempt {} of {s} failed", ctx.attempt()),
+        ));
     }
     Ok(format!("flaky:{s}"))
 }
@@ -56,7 +59,10 @@ pub(crate) async fn flaky(ctx: ActivityContext, s: String) -> Result<String, Act
 /// Always refuses, for good.
 #[activity]
 pub(crate) async fn reject(_ctx: ActivityContext, s: String) -> Result<String, ActivityError> {
-    Err(ActivityError::non_retryable("Rejected", format!("{s} was refused")))
+    Err(ActivityError::non_retryable(
+        "Rejected",
+        format!("{s} was refused"),
+    ))
 }
 
 /// `reject` with another error text (the activity is not re-run on replay).
@@ -65,7 +71,10 @@ pub(crate) async fn reject_reworded(
     _ctx: ActivityContext,
     s: String,
 ) -> Result<String, ActivityError> {
-    Err(ActivityError::non_retryable("Rejected", format!("we cannot accept {s}")))
+    Err(ActivityError::non_retryable(
+        "Rejected",
+        format!("we cannot accept {s}"),
+    ))
 }
 
 fn activities() -> Registry {
@@ -228,7 +237,9 @@ pub(crate) async fn random_v0(ctx: WorkflowContext) -> Result<String, WorkflowEr
 async fn random_extra(ctx: WorkflowContext) -> Result<String, WorkflowError> {
     let r: u32 = ctx.random();
     let s: u32 = ctx.random();
-    Ok(ctx.activity::<echo>(format!("r={}", (r ^ s) % 1000)).await?)
+    Ok(ctx
+        .activity::<echo>(format!("r={}", (r ^ s) % 1000))
+        .await?)
 }
 
 #[workflow(name = "hd.random")]
@@ -320,7 +331,10 @@ pub(crate) async fn failure_v0(ctx: WorkflowContext) -> Result<String, WorkflowE
         Ok(v) => Ok(v),
         Err(e) => {
             ctx.activity::<step_c>(e.kind().to_owned()).await?;
-            Err(WorkflowError::new("Refused", format!("refused: {}", e.message())))
+            Err(WorkflowError::new(
+                "Refused",
+                format!("refused: {}", e.message()),
+            ))
         }
     }
 }
@@ -480,14 +494,22 @@ pub(crate) async fn interleave(ctx: WorkflowContext, tag: u32) -> Result<String,
         ctx.activity::<step_b>(format!("y{tag}")),
     )
     .await;
-    let mut out = format!("{}|{}", x.unwrap_or_else(|e| e.kind().to_owned()), y.unwrap_or_default());
+    let mut out = format!(
+        "{}|{}",
+        x.unwrap_or_else(|e| e.kind().to_owned()),
+        y.unwrap_or_default()
+    );
     let r: u8 = ctx.random();
     let go = ctx.signal::<u32>("go");
     let timer = ctx.sleep(Duration::from_millis(u64::from(r % 3) + 1));
     match select(go, timer).await {
         Either::Left((v, _)) => {
             let v = v.unwrap_or(0);
-            out.push_str(&ctx.activity::<step_c>(format!("go {v}")).await.unwrap_or_default());
+            out.push_str(
+                &ctx.activity::<step_c>(format!("go {v}"))
+                    .await
+                    .unwrap_or_default(),
+            );
         }
         Either::Right(_) => out.push_str("|timeout"),
     }
@@ -579,32 +601,188 @@ macro_rules! mutant {
 
 /// Every changed version and what replay must say about it.
 pub(crate) const MUTANTS: &[Mutant] = &[
-    mutant!("reorder", "reorder two activities", "hd.seq", Expect::Nondeterminism(1), seq_reordered),
-    mutant!("rename-activity", "rename an activity", "hd.seq", Expect::Nondeterminism(2), seq_renamed),
-    mutant!("change-input", "change an activity's input", "hd.seq", Expect::Nondeterminism(2), seq_input_changed),
-    mutant!("insert-before", "insert an activity before another", "hd.seq", Expect::Nondeterminism(2), seq_inserted),
-    mutant!("remove-last", "remove the last command", "hd.seq", Expect::Missing(3), seq_last_removed),
-    mutant!("append", "add a command after the last one", "hd.seq", Expect::Extra(4), seq_appended),
-    mutant!("add-timer", "add a timer", "hd.seq", Expect::Nondeterminism(2), seq_timer_added),
-    mutant!("remove-timer", "remove a timer", "hd.timer", Expect::Nondeterminism(1), timer_removed),
-    mutant!("change-timer", "change a timer's duration", "hd.timer", Expect::Nondeterminism(1), timer_changed),
-    mutant!("other-signal", "wait for a signal of another name", "hd.signal", Expect::Nondeterminism(2), signal_renamed),
-    mutant!("remove-signal", "stop waiting for a signal", "hd.signal", Expect::Nondeterminism(2), signal_removed),
-    mutant!("swap-select", "swap the branches of a deterministic select", "hd.select", Expect::Nondeterminism(1), select_swapped),
-    mutant!("extra-random", "call ctx.random() once more", "hd.random", Expect::Nondeterminism(2), random_extra),
-    mutant!("remove-random", "remove a ctx.random() call", "hd.random", Expect::Nondeterminism(1), random_removed),
-    mutant!("remove-patch-guard", "remove a ctx.patched guard, keeping the new code", "hd.patch", Expect::Nondeterminism(2), patch_guard_removed),
-    mutant!("unguarded-change", "add a step without ctx.patched", "hd.legacy", Expect::Nondeterminism(2), legacy_unguarded),
-    mutant!("narrower-fanout", "fan out to fewer activities", "hd.fanout", Expect::Missing(3), fanout_narrower),
-    mutant!("longer-loop", "one more loop iteration", "hd.loop", Expect::Extra(7), loop_longer),
-    mutant!("rename-side-effect", "rename a side effect", "hd.side", Expect::Nondeterminism(1), side_renamed),
-    mutant!("hashmap-order", "iterate a HashMap instead of a BTreeMap", "hd.map", Expect::NondeterminismSomewhere, map_hashmap),
-    mutant!("select-to-join", "turn a select into a join", "hd.race", Expect::Unfinished, race_joined),
-    mutant!("finish-early", "finish before history does", "hd.race", Expect::EarlyFinish, race_early),
-    mutant!("guarded-change", "add a step behind ctx.patched", "hd.legacy", Expect::Clean, legacy_guarded),
-    mutant!("retry-policy", "change the retry policy and timeouts", "hd.retry", Expect::Clean, retry_policy_changed),
-    mutant!("error-text", "change only the text of the run's error", "hd.failure", Expect::Clean, failure_reworded),
-    mutant!("side-effect-value", "change the value a side effect computes", "hd.side", Expect::Clean, side_value_changed),
+    mutant!(
+        "reorder",
+        "reorder two activities",
+        "hd.seq",
+        Expect::Nondeterminism(1),
+        seq_reordered
+    ),
+    mutant!(
+        "rename-activity",
+        "rename an activity",
+        "hd.seq",
+        Expect::Nondeterminism(2),
+        seq_renamed
+    ),
+    mutant!(
+        "change-input",
+        "change an activity's input",
+        "hd.seq",
+        Expect::Nondeterminism(2),
+        seq_input_changed
+    ),
+    mutant!(
+        "insert-before",
+        "insert an activity before another",
+        "hd.seq",
+        Expect::Nondeterminism(2),
+        seq_inserted
+    ),
+    mutant!(
+        "remove-last",
+        "remove the last command",
+        "hd.seq",
+        Expect::Missing(3),
+        seq_last_removed
+    ),
+    mutant!(
+        "append",
+        "add a command after the last one",
+        "hd.seq",
+        Expect::Extra(4),
+        seq_appended
+    ),
+    mutant!(
+        "add-timer",
+        "add a timer",
+        "hd.seq",
+        Expect::Nondeterminism(2),
+        seq_timer_added
+    ),
+    mutant!(
+        "remove-timer",
+        "remove a timer",
+        "hd.timer",
+        Expect::Nondeterminism(1),
+        timer_removed
+    ),
+    mutant!(
+        "change-timer",
+        "change a timer's duration",
+        "hd.timer",
+        Expect::Nondeterminism(1),
+        timer_changed
+    ),
+    mutant!(
+        "other-signal",
+        "wait for a signal of another name",
+        "hd.signal",
+        Expect::Nondeterminism(2),
+        signal_renamed
+    ),
+    mutant!(
+        "remove-signal",
+        "stop waiting for a signal",
+        "hd.signal",
+        Expect::Nondeterminism(2),
+        signal_removed
+    ),
+    mutant!(
+        "swap-select",
+        "swap the branches of a deterministic select",
+        "hd.select",
+        Expect::Nondeterminism(1),
+        select_swapped
+    ),
+    mutant!(
+        "extra-random",
+        "call ctx.random() once more",
+        "hd.random",
+        Expect::Nondeterminism(2),
+        random_extra
+    ),
+    mutant!(
+        "remove-random",
+        "remove a ctx.random() call",
+        "hd.random",
+        Expect::Nondeterminism(1),
+        random_removed
+    ),
+    mutant!(
+        "remove-patch-guard",
+        "remove a ctx.patched guard, keeping the new code",
+        "hd.patch",
+        Expect::Nondeterminism(2),
+        patch_guard_removed
+    ),
+    mutant!(
+        "unguarded-change",
+        "add a step without ctx.patched",
+        "hd.legacy",
+        Expect::Nondeterminism(2),
+        legacy_unguarded
+    ),
+    mutant!(
+        "narrower-fanout",
+        "fan out to fewer activities",
+        "hd.fanout",
+        Expect::Missing(3),
+        fanout_narrower
+    ),
+    mutant!(
+        "longer-loop",
+        "one more loop iteration",
+        "hd.loop",
+        Expect::Extra(7),
+        loop_longer
+    ),
+    mutant!(
+        "rename-side-effect",
+        "rename a side effect",
+        "hd.side",
+        Expect::Nondeterminism(1),
+        side_renamed
+    ),
+    mutant!(
+        "hashmap-order",
+        "iterate a HashMap instead of a BTreeMap",
+        "hd.map",
+        Expect::NondeterminismSomewhere,
+        map_hashmap
+    ),
+    mutant!(
+        "select-to-join",
+        "turn a select into a join",
+        "hd.race",
+        Expect::Unfinished,
+        race_joined
+    ),
+    mutant!(
+        "finish-early",
+        "finish before history does",
+        "hd.race",
+        Expect::EarlyFinish,
+        race_early
+    ),
+    mutant!(
+        "guarded-change",
+        "add a step behind ctx.patched",
+        "hd.legacy",
+        Expect::Clean,
+        legacy_guarded
+    ),
+    mutant!(
+        "retry-policy",
+        "change the retry policy and timeouts",
+        "hd.retry",
+        Expect::Clean,
+        retry_policy_changed
+    ),
+    mutant!(
+        "error-text",
+        "change only the text of the run's error",
+        "hd.failure",
+        Expect::Clean,
+        failure_reworded
+    ),
+    mutant!(
+        "side-effect-value",
+        "change the value a side effect computes",
+        "hd.side",
+        Expect::Clean,
+        side_value_changed
+    ),
     Mutant {
         id: "activity-error-text",
         change: "change only the text of an activity's error",

@@ -64,10 +64,14 @@ fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 /// A text edit: at a position, delete some bytes and insert others.
 fn arb_edits() -> impl Strategy<Value = Vec<(usize, usize, Vec<u8>)>> {
     prop::collection::vec(
-        (any::<usize>(), 0_usize..8, prop::collection::vec(
-            prop::sample::select(b"{}[]\":,0123456789-eE.tfnulx \\".to_vec()),
-            0..6,
-        )),
+        (
+            any::<usize>(),
+            0_usize..8,
+            prop::collection::vec(
+                prop::sample::select(b"{}[]\":,0123456789-eE.tfnulx \\".to_vec()),
+                0..6,
+            ),
+        ),
         1..6,
     )
 }
@@ -108,8 +112,12 @@ fn history_file_parse_and_replay_never_panic_on_mutated_files() {
 fn arb_msgpack() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         arb_bytes(256),
-        (prop::sample::select(vec![0xdc_u8, 0xdd, 0xde, 0xdf, 0xc4, 0xc5, 0xc6, 0xd9, 0xda, 0xdb, 0xc7, 0xc8, 0xc9]),
-         arb_bytes(8))
+        (
+            prop::sample::select(vec![
+                0xdc_u8, 0xdd, 0xde, 0xdf, 0xc4, 0xc5, 0xc6, 0xd9, 0xda, 0xdb, 0xc7, 0xc8, 0xc9
+            ]),
+            arb_bytes(8)
+        )
             .prop_map(|(m, rest)| {
                 let mut v = vec![m, 0xff, 0xff, 0xff, 0xff];
                 v.extend(rest);
@@ -161,7 +169,11 @@ fn declared_lengths_of_4_gib_fail_fast() {
         assert!(p.decode::<Vec<u64>>().is_err());
         assert!(p.decode::<String>().is_err());
         assert!(p.decode::<Vec<u8>>().is_err());
-        assert!(began.elapsed() < std::time::Duration::from_millis(200), "{marker:#x}: {:?}", began.elapsed());
+        assert!(
+            began.elapsed() < std::time::Duration::from_millis(200),
+            "{marker:#x}: {:?}",
+            began.elapsed()
+        );
     }
 }
 
@@ -193,7 +205,13 @@ fn deeply_nested_payloads_do_not_overflow_the_stack() {
     }
     let exe = std::env::current_exe().expect("own path");
     let out = std::process::Command::new(exe)
-        .args(["fuzz::deeply_nested_payloads_do_not_overflow_the_stack", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            "fuzz::deeply_nested_payloads_do_not_overflow_the_stack",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("HARDENING_DEEP_CHILD", "1")
         .output()
         .expect("run the child");
@@ -218,7 +236,15 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
 
 fn arb_name() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "echo", "step_b", "step_c", "go", "item", "random", "patch:add-b", "side_effect:config", "",
+        "echo",
+        "step_b",
+        "step_c",
+        "go",
+        "item",
+        "random",
+        "patch:add-b",
+        "side_effect:config",
+        "",
     ])
     .prop_map(str::to_owned)
 }
@@ -226,32 +252,66 @@ fn arb_name() -> impl Strategy<Value = String> {
 fn arb_kind() -> impl Strategy<Value = EventKind> {
     let seq = || (0_u32..9).prop_map(CommandSeq);
     prop_oneof![
-        (seq(), arb_name(), arb_payload()).prop_map(|(seq, name, input)| EventKind::ActivityScheduled {
-            seq, name, input, options: ActivityOptions::default(),
+        (seq(), arb_name(), arb_payload()).prop_map(|(seq, name, input)| {
+            EventKind::ActivityScheduled {
+                seq,
+                name,
+                input,
+                options: ActivityOptions::default(),
+            }
         }),
-        (seq(), arb_payload(), 0_u32..3).prop_map(|(seq, output, attempt)| EventKind::ActivityCompleted { seq, output, attempt }),
+        (seq(), arb_payload(), 0_u32..3).prop_map(|(seq, output, attempt)| {
+            EventKind::ActivityCompleted {
+                seq,
+                output,
+                attempt,
+            }
+        }),
         (seq(), any::<bool>()).prop_map(|(seq, r)| EventKind::ActivityFailed {
             seq,
-            error: if r { ActivityError::retryable("Oops", "x") } else { ActivityError::non_retryable("No", "y") },
+            error: if r {
+                ActivityError::retryable("Oops", "x")
+            } else {
+                ActivityError::non_retryable("No", "y")
+            },
         }),
-        (seq(), 0_u64..5).prop_map(|(seq, duration_ms)| EventKind::TimerStarted { seq, duration_ms }),
+        (seq(), 0_u64..5)
+            .prop_map(|(seq, duration_ms)| EventKind::TimerStarted { seq, duration_ms }),
         seq().prop_map(|seq| EventKind::TimerFired { seq }),
         (seq(), arb_name()).prop_map(|(seq, name)| EventKind::SignalAwaited { seq, name }),
-        (arb_name(), arb_payload()).prop_map(|(name, payload)| EventKind::SignalReceived { name, payload }),
-        (seq(), arb_name(), arb_payload()).prop_map(|(seq, name, value)| EventKind::MarkerRecorded { seq, name, value }),
-        Just(EventKind::CancelRequested { reason: "fuzz".into() }),
+        (arb_name(), arb_payload())
+            .prop_map(|(name, payload)| EventKind::SignalReceived { name, payload }),
+        (seq(), arb_name(), arb_payload())
+            .prop_map(|(seq, name, value)| EventKind::MarkerRecorded { seq, name, value }),
+        Just(EventKind::CancelRequested {
+            reason: "fuzz".into()
+        }),
         arb_payload().prop_map(|output| EventKind::RunCompleted { output }),
-        Just(EventKind::RunFailed { error: WorkflowError::new("Fuzz", "z") }),
+        Just(EventKind::RunFailed {
+            error: WorkflowError::new("Fuzz", "z")
+        }),
     ]
 }
 
 fn arb_history() -> impl Strategy<Value = Vec<Event>> {
     let start = (
-        prop::sample::select(vec!["hd.interleave", "hd.seq", "hd.signal", "hd.select", "hd.race", "hd.patch", "hd.random"]),
+        prop::sample::select(vec![
+            "hd.interleave",
+            "hd.seq",
+            "hd.signal",
+            "hd.select",
+            "hd.race",
+            "hd.patch",
+            "hd.random",
+        ]),
         arb_payload(),
         any::<u64>(),
     )
-        .prop_map(|(workflow, input, seed)| EventKind::RunStarted { workflow: workflow.to_owned(), input, seed });
+        .prop_map(|(workflow, input, seed)| EventKind::RunStarted {
+            workflow: workflow.to_owned(),
+            input,
+            seed,
+        });
     (
         prop_oneof![9 => start.boxed(), 1 => arb_kind().boxed()],
         prop::collection::vec(arb_kind(), 0..40),
@@ -263,7 +323,9 @@ fn arb_history() -> impl Strategy<Value = Vec<Event>> {
                 .enumerate()
                 .map(|(i, kind)| Event {
                     // Now and then a number skips.
-                    id: EventId(u64::try_from(i + 1 + usize::from(gap == 0 && i > 3)).expect("fits")),
+                    id: EventId(
+                        u64::try_from(i + 1 + usize::from(gap == 0 && i > 3)).expect("fits"),
+                    ),
                     time_ms: i64::try_from(i).expect("fits") * 10,
                     kind,
                 })
@@ -333,7 +395,11 @@ impl Live {
     }
 
     fn push(&mut self, time_ms: i64, kind: EventKind) -> Result<(), TestCaseError> {
-        let event = Event { id: EventId(self.machine.last_applied().0 + 1), time_ms, kind };
+        let event = Event {
+            id: EventId(self.machine.last_applied().0 + 1),
+            time_ms,
+            kind,
+        };
         self.machine
             .apply(&event)
             .map_err(|e| TestCaseError::fail(format!("live run refused {event:?}: {e}")))?;
@@ -352,14 +418,24 @@ impl Live {
         let mut timers = std::collections::BTreeSet::new();
         for e in &self.history {
             match &e.kind {
-                EventKind::ActivityScheduled { seq, .. } => { scheduled.insert(*seq); }
-                EventKind::ActivityCompleted { seq, .. } | EventKind::ActivityFailed { seq, .. } => { scheduled.remove(seq); }
-                EventKind::TimerStarted { seq, .. } => { timers.insert(*seq); }
-                EventKind::TimerFired { seq } => { timers.remove(seq); }
+                EventKind::ActivityScheduled { seq, .. } => {
+                    scheduled.insert(*seq);
+                }
+                EventKind::ActivityCompleted { seq, .. }
+                | EventKind::ActivityFailed { seq, .. } => {
+                    scheduled.remove(seq);
+                }
+                EventKind::TimerStarted { seq, .. } => {
+                    timers.insert(*seq);
+                }
+                EventKind::TimerFired { seq } => {
+                    timers.remove(seq);
+                }
                 _ => {}
             }
         }
-        let mut out: Vec<(u8, CommandSeq)> = scheduled.iter().flat_map(|s| [(0, *s), (1, *s)]).collect();
+        let mut out: Vec<(u8, CommandSeq)> =
+            scheduled.iter().flat_map(|s| [(0, *s), (1, *s)]).collect();
         out.extend(timers.iter().map(|s| (2, *s)));
         if signals_left > 0 {
             out.extend([(3, CommandSeq(0)), (4, CommandSeq(0)), (5, CommandSeq(0))]);
@@ -385,8 +461,13 @@ fn live_run(tag: u32, seed: u64, choices: &[u16]) -> Result<Vec<Event>, TestCase
     };
     let machine = RunMachine::new(wf.as_ref(), identity(), &started)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut live = Live { machine, history: Vec::new() };
-    live.machine.apply(&started).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut live = Live {
+        machine,
+        history: Vec::new(),
+    };
+    live.machine
+        .apply(&started)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     live.history.push(started);
     live.record(0)?;
     let mut signals_left = 4;
@@ -402,21 +483,36 @@ fn live_run(tag: u32, seed: u64, choices: &[u16]) -> Result<Vec<Event>, TestCase
         let (what, seq) = possible[usize::from(*choice) % possible.len()];
         let time = i64::try_from(step + 1).expect("fits") * 7;
         let kind = match what {
-            0 => EventKind::ActivityCompleted { seq, output: Payload::encode(&format!("out{seq}")).expect("encode"), attempt: 1 },
-            1 => EventKind::ActivityFailed { seq, error: ActivityError::non_retryable("Refused", format!("no {seq}")) },
+            0 => EventKind::ActivityCompleted {
+                seq,
+                output: Payload::encode(&format!("out{seq}")).expect("encode"),
+                attempt: 1,
+            },
+            1 => EventKind::ActivityFailed {
+                seq,
+                error: ActivityError::non_retryable("Refused", format!("no {seq}")),
+            },
             2 => EventKind::TimerFired { seq },
             3 | 4 => {
                 signals_left -= 1;
                 let name = if what == 3 { "go" } else { "item" };
-                EventKind::SignalReceived { name: name.into(), payload: Payload::encode(&u32::from(*choice)).expect("encode") }
+                EventKind::SignalReceived {
+                    name: name.into(),
+                    payload: Payload::encode(&u32::from(*choice)).expect("encode"),
+                }
             }
             5 => {
                 signals_left -= 1;
-                EventKind::SignalReceived { name: "go".into(), payload: Payload::encode("not a number").expect("encode") }
+                EventKind::SignalReceived {
+                    name: "go".into(),
+                    payload: Payload::encode("not a number").expect("encode"),
+                }
             }
             _ => {
                 cancelled = true;
-                EventKind::CancelRequested { reason: "property".into() }
+                EventKind::CancelRequested {
+                    reason: "property".into(),
+                }
             }
         };
         live.deliver(time, kind)?;
@@ -428,7 +524,10 @@ fn live_run(tag: u32, seed: u64, choices: &[u16]) -> Result<Vec<Event>, TestCase
 fn random_interleavings_replay_to_the_same_commands_from_any_crash_point() {
     support::watch_panics();
     let registry = flows::base_registry();
-    let wf = registry.find_workflow("hd.interleave").expect("registered").clone();
+    let wf = registry
+        .find_workflow("hd.interleave")
+        .expect("registered")
+        .clone();
     let finished = std::cell::Cell::new(0_u32);
     let total = std::cell::Cell::new(0_u32);
     proptest!(config(2_000), |(tag in any::<u32>(), seed in any::<u64>(), choices in prop::collection::vec(any::<u16>(), 0..24), cut in any::<usize>())| {
@@ -477,8 +576,19 @@ fn s6_replay_file_on_a_fuzzed_corpus_never_panics() {
     let dir = support::temp_dir();
     let db = dir.path().join("none.db");
     let texts = corpus_texts();
-    let hostile_hex = ["ddffffffff", "dfffffffff", "dbffffffff", "c6ffffffff", "c9ffffffff01", &"91".repeat(5_000)];
-    let files = if std::env::var_os("DURABLE_FULL").is_some() { 500 } else { 100 };
+    let hostile_hex = [
+        "ddffffffff",
+        "dfffffffff",
+        "dbffffffff",
+        "c6ffffffff",
+        "c9ffffffff01",
+        &"91".repeat(5_000),
+    ];
+    let files = if std::env::var_os("DURABLE_FULL").is_some() {
+        500
+    } else {
+        100
+    };
     let mut codes = [0_usize; 3];
     let mut peak = 0;
     for i in 0..files {
@@ -497,7 +607,10 @@ fn s6_replay_file_on_a_fuzzed_corpus_never_panics() {
             // A hostile MessagePack length in one payload.
             1 => {
                 let hex = hostile_hex[rng.below(hostile_hex.len())];
-                let spots: Vec<usize> = base.match_indices("\"msgpack\": \"").map(|(at, _)| at).collect();
+                let spots: Vec<usize> = base
+                    .match_indices("\"msgpack\": \"")
+                    .map(|(at, _)| at)
+                    .collect();
                 let at = spots[rng.below(spots.len())] + "\"msgpack\": \"".len();
                 let end = at + base[at..].find('"').expect("closing quote");
                 format!("{}{hex}{}", &base[..at], &base[end..])
@@ -508,9 +621,14 @@ fn s6_replay_file_on_a_fuzzed_corpus_never_panics() {
                 let events = v["events"].as_array_mut().expect("events");
                 let n = events.len();
                 match rng.below(4) {
-                    0 => { events.remove(rng.below(n)); }
+                    0 => {
+                        events.remove(rng.below(n));
+                    }
                     1 => events.swap(rng.below(n), rng.below(n)),
-                    2 => { let e = events[rng.below(n)].clone(); events.push(e); }
+                    2 => {
+                        let e = events[rng.below(n)].clone();
+                        events.push(e);
+                    }
                     _ => events[rng.below(n)]["id"] = serde_json::json!(u64::MAX),
                 }
                 v.to_string()
@@ -521,9 +639,13 @@ fn s6_replay_file_on_a_fuzzed_corpus_never_panics() {
         let file = dir.path().join(format!("fuzzed-{i}.json"));
         std::fs::write(&file, &text).expect("write");
         let rss = dir.path().join("rss");
-        let out = support::host_cli("base", &db, &["replay", "--file", &file.display().to_string()])
-            .env("HARDENING_PEAK_RSS_OUT", &rss)
-            .run();
+        let out = support::host_cli(
+            "base",
+            &db,
+            &["replay", "--file", &file.display().to_string()],
+        )
+        .env("HARDENING_PEAK_RSS_OUT", &rss)
+        .run();
         out.no_panic();
         match out.code {
             Some(0) => codes[0] += 1,
@@ -533,13 +655,19 @@ fn s6_replay_file_on_a_fuzzed_corpus_never_panics() {
             }
             other => panic!("`{}` exited {other:?}:\n{}", out.what, out.stderr),
         }
-        let kib: u64 = std::fs::read_to_string(&rss).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let kib: u64 = std::fs::read_to_string(&rss)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         peak = peak.max(kib);
     }
     assert!(!db.exists(), "replay --file created no database");
     eprintln!(
         "S6: {files} fuzzed history files: {} replayed, {} diverged (exit 1), {} refused (exit 2); 0 panics; peak RSS {} MiB",
-        codes[0], codes[1], codes[2], peak / 1024
+        codes[0],
+        codes[1],
+        codes[2],
+        peak / 1024
     );
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
 }

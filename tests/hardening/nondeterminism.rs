@@ -8,7 +8,7 @@
 use crate::flows::{self, Expect, MUTANTS};
 use crate::support::{self, Snapshot};
 use durable::prelude::*;
-use durable::store::{StartRequest, SharedStore};
+use durable::store::{SharedStore, StartRequest};
 use durable::{
     Event, EventKind, HistoryFile, Payload, ReplayError, ReplayOutcome, Replayer, RunIdentity,
     divergence_report,
@@ -83,33 +83,47 @@ async fn record_corpus() -> Corpus {
     let db = dir.path().join("corpus.db");
     let store = support::open(&db);
     let registry = flows::base_registry();
-    let runs = support::with_worker(&store, registry.clone(), support::quick_options(), |client| {
-        let registry = registry.clone();
-        async move {
-            for (workflow, input) in CORPUS {
-                let wf = registry.find_workflow(workflow).expect("registered");
-                let input = wf.input_from_json(input).expect("input");
+    let runs = support::with_worker(
+        &store,
+        registry.clone(),
+        support::quick_options(),
+        |client| {
+            let registry = registry.clone();
+            async move {
+                for (workflow, input) in CORPUS {
+                    let wf = registry.find_workflow(workflow).expect("registered");
+                    let input = wf.input_from_json(input).expect("input");
+                    client
+                        .start_encoded(workflow, WorkflowId::from(format!("rec-{workflow}")), input)
+                        .await
+                        .expect("start");
+                }
+                support::wait_history(
+                    &client,
+                    "rec-hd.signal",
+                    "waiting for approve",
+                    awaits("approve"),
+                )
+                .await;
                 client
-                    .start_encoded(workflow, WorkflowId::from(format!("rec-{workflow}")), input)
+                    .signal(&WorkflowId::from("rec-hd.signal"), "approve", &7_u32)
                     .await
-                    .expect("start");
+                    .expect("signal");
+                let mut runs = Vec::new();
+                for (workflow, _) in CORPUS {
+                    let id = format!("rec-{workflow}");
+                    let info = support::wait_settled(&client, &id).await;
+                    assert!(info.status.is_finished(), "{id} ended {info:?}");
+                    let events = client
+                        .history(&WorkflowId::from(id.as_str()))
+                        .await
+                        .expect("history");
+                    runs.push((workflow.to_string(), info, events));
+                }
+                runs
             }
-            support::wait_history(&client, "rec-hd.signal", "waiting for approve", awaits("approve")).await;
-            client
-                .signal(&WorkflowId::from("rec-hd.signal"), "approve", &7_u32)
-                .await
-                .expect("signal");
-            let mut runs = Vec::new();
-            for (workflow, _) in CORPUS {
-                let id = format!("rec-{workflow}");
-                let info = support::wait_settled(&client, &id).await;
-                assert!(info.status.is_finished(), "{id} ended {info:?}");
-                let events = client.history(&WorkflowId::from(id.as_str())).await.expect("history");
-                runs.push((workflow.to_string(), info, events));
-            }
-            runs
-        }
-    })
+        },
+    )
     .await;
     drop(store);
     support::settle(&db);
@@ -117,7 +131,11 @@ async fn record_corpus() -> Corpus {
         .into_iter()
         .map(|(workflow, info, events)| {
             let file = dir.path().join(format!("{workflow}.json"));
-            let history = HistoryFile::new(info.workflow_id.clone(), info.run_id.clone(), events.clone());
+            let history = HistoryFile::new(
+                info.workflow_id.clone(),
+                info.run_id.clone(),
+                events.clone(),
+            );
             std::fs::write(&file, history.to_json()).expect("write the history file");
             Recorded {
                 workflow,
@@ -130,7 +148,11 @@ async fn record_corpus() -> Corpus {
             }
         })
         .collect();
-    Corpus { _dir: dir, db, runs }
+    Corpus {
+        _dir: dir,
+        db,
+        runs,
+    }
 }
 
 fn awaits(name: &'static str) -> impl Fn(&[Event]) -> bool {
@@ -142,14 +164,21 @@ fn awaits(name: &'static str) -> impl Fn(&[Event]) -> bool {
 
 /// Checks one replay result against what the mutation must produce; returns the
 /// command number or event the error names ("-" for a clean replay).
-fn check(m: &flows::Mutant, rec: &Recorded, result: Result<durable::ReplayReport, ReplayError>) -> String {
+fn check(
+    m: &flows::Mutant,
+    rec: &Recorded,
+    result: Result<durable::ReplayReport, ReplayError>,
+) -> String {
     let err = match (m.expect, result) {
         (Expect::Clean, Ok(report)) => {
             let recorded_end = rec.events.last().map(|e| e.kind.name());
             match (&report.outcome, recorded_end) {
                 (ReplayOutcome::Completed(_), Some("RunCompleted"))
                 | (ReplayOutcome::Failed(_), Some("RunFailed")) => {}
-                (other, end) => panic!("{}: replays, but ends {other:?} where history has {end:?}", m.id),
+                (other, end) => panic!(
+                    "{}: replays, but ends {other:?} where history has {end:?}",
+                    m.id
+                ),
             }
             return "-".into();
         }
@@ -158,14 +187,29 @@ fn check(m: &flows::Mutant, rec: &Recorded, result: Result<durable::ReplayReport
         (_, Err(e)) => e,
     };
     let at = match (m.expect, &err) {
-        (Expect::Nondeterminism(n), ReplayError::Nondeterminism { seq, recorded, issued })
-            if seq.0 == n =>
-        {
+        (
+            Expect::Nondeterminism(n),
+            ReplayError::Nondeterminism {
+                seq,
+                recorded,
+                issued,
+            },
+        ) if seq.0 == n => {
             assert_ne!(recorded, issued, "{}", m.id);
             format!("command {n}")
         }
-        (Expect::NondeterminismSomewhere, ReplayError::Nondeterminism { seq, recorded, issued }) => {
-            assert_eq!((recorded.name.as_str(), issued.name.as_str()), ("echo", "echo"));
+        (
+            Expect::NondeterminismSomewhere,
+            ReplayError::Nondeterminism {
+                seq,
+                recorded,
+                issued,
+            },
+        ) => {
+            assert_eq!(
+                (recorded.name.as_str(), issued.name.as_str()),
+                ("echo", "echo")
+            );
             assert_ne!(recorded.input_digest, issued.input_digest, "{}", m.id);
             format!("command {seq}")
         }
@@ -174,7 +218,11 @@ fn check(m: &flows::Mutant, rec: &Recorded, result: Result<durable::ReplayReport
         }
         (Expect::Extra(n), ReplayError::ExtraCommand { seq, event, .. }) if seq.0 == n => {
             let last = rec.events.last().expect("history");
-            assert_eq!(*event, last.id, "{}: the extra command is reported where history ends the run", m.id);
+            assert_eq!(
+                *event, last.id,
+                "{}: the extra command is reported where history ends the run",
+                m.id
+            );
             format!("command {n}")
         }
         (Expect::Unfinished, ReplayError::UnfinishedRun { event, .. }) => {
@@ -196,9 +244,16 @@ fn check(m: &flows::Mutant, rec: &Recorded, result: Result<durable::ReplayReport
         "{}: the report has one `-` and one `+` line:\n{report}",
         m.id
     );
-    if let ReplayError::Nondeterminism { issued, recorded, .. } = &err {
+    if let ReplayError::Nondeterminism {
+        issued, recorded, ..
+    } = &err
+    {
         assert!(plus[0].contains(&issued.name), "{}: {report}", m.id);
-        assert!(minus[0].contains(&recorded.name) || minus[0].contains("Timer"), "{}: {report}", m.id);
+        assert!(
+            minus[0].contains(&recorded.name) || minus[0].contains("Timer"),
+            "{}: {report}",
+            m.id
+        );
     }
     at
 }
@@ -226,7 +281,10 @@ fn every_incompatible_change_is_reported_at_the_first_divergent_command() {
                     }
                 }
             }
-            eprintln!("{:<22} {:<50} -> detected in {caught} of {tries} replays (the rest drew the recorded order)", m.id, m.change);
+            eprintln!(
+                "{:<22} {:<50} -> detected in {caught} of {tries} replays (the rest drew the recorded order)",
+                m.id, m.change
+            );
             assert!(caught * 2 > tries, "{caught} of {tries}");
             detected += 1;
             continue;
@@ -239,7 +297,9 @@ fn every_incompatible_change_is_reported_at_the_first_divergent_command() {
             detected += 1;
         }
     }
-    eprintln!("{detected} incompatible changes detected, {clean} compatible changes replay cleanly");
+    eprintln!(
+        "{detected} incompatible changes detected, {clean} compatible changes replay cleanly"
+    );
     assert!(detected >= 20 && clean >= 4, "{detected} / {clean}");
     support::assert_no_engine_panics();
 }
@@ -255,7 +315,12 @@ fn replay_file_through_the_cli_exits_1_and_writes_nothing() {
         let out = support::host_cli(m.id, &corpus.db, &["replay", "--file", &file]).run();
         let lucky = m.expect == Expect::NondeterminismSomewhere && out.code == Some(0);
         if m.expect == Expect::Clean || lucky {
-            assert!(out.ok().contains("replays cleanly"), "{}: {}", m.id, out.stdout);
+            assert!(
+                out.ok().contains("replays cleanly"),
+                "{}: {}",
+                m.id,
+                out.stdout
+            );
         } else {
             let line = out.refused(1, "non-determinism");
             assert!(line.contains(&file), "{line}");
@@ -280,7 +345,11 @@ fn replay_file_through_the_cli_exits_1_and_writes_nothing() {
 
 /// Starts `copies` runs of each timing-independent corpus workflow with fixed seeds,
 /// signals the ones that wait, and returns each run's history without times.
-async fn run_all(store: &SharedStore, options: WorkerOptions, copies: usize) -> Vec<(String, Vec<Vec<u8>>)> {
+async fn run_all(
+    store: &SharedStore,
+    options: WorkerOptions,
+    copies: usize,
+) -> Vec<(String, Vec<Vec<u8>>)> {
     let registry = flows::base_registry();
     support::with_worker(store, registry.clone(), options, |client| async move {
         let mut ids = Vec::new();
@@ -312,8 +381,12 @@ async fn run_all(store: &SharedStore, options: WorkerOptions, copies: usize) -> 
                 let client = client.clone();
                 let id = id.clone();
                 tokio::spawn(async move {
-                    support::wait_history(&client, &id, "waiting for approve", awaits("approve")).await;
-                    client.signal(&WorkflowId::from(id.as_str()), "approve", &7_u32).await.expect("signal");
+                    support::wait_history(&client, &id, "waiting for approve", awaits("approve"))
+                        .await;
+                    client
+                        .signal(&WorkflowId::from(id.as_str()), "approve", &7_u32)
+                        .await
+                        .expect("signal");
                 })
             })
             .collect();
@@ -324,7 +397,10 @@ async fn run_all(store: &SharedStore, options: WorkerOptions, copies: usize) -> 
         for (workflow, id) in ids {
             let info = support::wait_settled(&client, &id).await;
             assert!(info.status.is_finished(), "{id}: {info:?}");
-            let events = client.history(&WorkflowId::from(id.as_str())).await.expect("history");
+            let events = client
+                .history(&WorkflowId::from(id.as_str()))
+                .await
+                .expect("history");
             let bytes = events
                 .iter()
                 .map(|e| Payload::encode(&e.kind).expect("encode").0)
@@ -340,7 +416,12 @@ async fn run_all(store: &SharedStore, options: WorkerOptions, copies: usize) -> 
 async fn a_cache_of_one_run_writes_the_same_histories_as_a_full_cache() {
     let dir = support::temp_dir();
     let copies = 4;
-    let cached = run_all(&support::open(&dir.path().join("cached.db")), support::quick_options(), copies).await;
+    let cached = run_all(
+        &support::open(&dir.path().join("cached.db")),
+        support::quick_options(),
+        copies,
+    )
+    .await;
     let uncached_store = support::open(&dir.path().join("uncached.db"));
     let options = WorkerOptions {
         max_cached_runs: 1,
@@ -351,7 +432,11 @@ async fn a_cache_of_one_run_writes_the_same_histories_as_a_full_cache() {
     let mut events = 0;
     for ((wf, a), (wf2, b)) in cached.iter().zip(&uncached) {
         assert_eq!(wf, wf2);
-        assert_eq!(a, &cached.iter().find(|(w, _)| w == wf).expect("first").1, "{wf}: cached copies differ");
+        assert_eq!(
+            a,
+            &cached.iter().find(|(w, _)| w == wf).expect("first").1,
+            "{wf}: cached copies differ"
+        );
         assert!(a == b, "{wf}: the uncached run wrote another history");
         events += a.len();
     }
@@ -381,7 +466,10 @@ async fn a_cache_of_one_run_really_replays() {
     let task = tokio::spawn(worker.run());
     let client = Client::new(store.clone());
     for i in 0..8 {
-        client.start::<flows::loop_v0>(format!("loop-{i}"), &()).await.expect("start");
+        client
+            .start::<flows::loop_v0>(format!("loop-{i}"), &())
+            .await
+            .expect("start");
     }
     for i in 0..8 {
         let out = client
@@ -409,7 +497,10 @@ fn unchanged_code_replays_a_thousand_histories_without_a_false_positive() {
                 .replay(rec.identity.clone(), &rec.events)
                 .unwrap_or_else(|e| panic!("{} does not replay: {e}", rec.workflow));
             assert!(
-                matches!(report.outcome, ReplayOutcome::Completed(_) | ReplayOutcome::Failed(_)),
+                matches!(
+                    report.outcome,
+                    ReplayOutcome::Completed(_) | ReplayOutcome::Failed(_)
+                ),
                 "{}: {:?}",
                 rec.workflow,
                 report.outcome
@@ -420,7 +511,9 @@ fn unchanged_code_replays_a_thousand_histories_without_a_false_positive() {
     }
     // The files replay the same as the events they were written from.
     for rec in &corpus.runs {
-        replayer.replay_file(&rec.file).expect("the history file replays");
+        replayer
+            .replay_file(&rec.file)
+            .expect("the history file replays");
         let file = HistoryFile::read(&rec.file).expect("read");
         assert_eq!(file.events, rec.events);
     }
@@ -441,44 +534,70 @@ async fn a_reset_inside_an_activation_continues_the_run() {
     let dir = support::temp_dir();
     let store = support::open(&dir.path().join("reset.db"));
     let store2 = store.clone();
-    support::with_worker(&store, flows::base_registry(), support::quick_options(), |client| async move {
-        let id = WorkflowId::from("fan");
-        client.start::<flows::fanout_v0>("fan", &()).await.expect("start");
-        let first = client
-            .result::<flows::fanout_v0>("fan", Some(Duration::from_secs(20)))
-            .await
-            .expect("completes");
-        let history = client.history(&id).await.expect("history");
-        assert!(matches!(history[1].kind, EventKind::ActivityScheduled { .. }));
-        assert!(matches!(history[2].kind, EventKind::ActivityScheduled { .. }));
-        let info = client.status(&id).await.expect("status");
-        let cut = &history[..2];
-        match Replayer::new(flows::base_registry())
-            .replay(RunIdentity { workflow_id: info.workflow_id, run_id: info.run_id }, cut)
-            .expect("a history cut inside an activation replays")
-            .outcome
-        {
-            ReplayOutcome::WouldContinue { commands, finished: None } => {
-                let seqs: Vec<u32> = commands.iter().map(|(s, _)| s.0).collect();
-                assert_eq!(seqs, [2, 3]);
+    support::with_worker(
+        &store,
+        flows::base_registry(),
+        support::quick_options(),
+        |client| async move {
+            let id = WorkflowId::from("fan");
+            client
+                .start::<flows::fanout_v0>("fan", &())
+                .await
+                .expect("start");
+            let first = client
+                .result::<flows::fanout_v0>("fan", Some(Duration::from_secs(20)))
+                .await
+                .expect("completes");
+            let history = client.history(&id).await.expect("history");
+            assert!(matches!(
+                history[1].kind,
+                EventKind::ActivityScheduled { .. }
+            ));
+            assert!(matches!(
+                history[2].kind,
+                EventKind::ActivityScheduled { .. }
+            ));
+            let info = client.status(&id).await.expect("status");
+            let cut = &history[..2];
+            match Replayer::new(flows::base_registry())
+                .replay(
+                    RunIdentity {
+                        workflow_id: info.workflow_id,
+                        run_id: info.run_id,
+                    },
+                    cut,
+                )
+                .expect("a history cut inside an activation replays")
+                .outcome
+            {
+                ReplayOutcome::WouldContinue {
+                    commands,
+                    finished: None,
+                } => {
+                    let seqs: Vec<u32> = commands.iter().map(|(s, _)| s.0).collect();
+                    assert_eq!(seqs, [2, 3]);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
-        }
-        store2.reset_run(&id, durable::EventId(2)).await.expect("reset");
-        let again = client
-            .result::<flows::fanout_v0>("fan", Some(Duration::from_secs(20)))
-            .await
-            .expect("the reset run completes");
-        assert_eq!(first, again);
-        let history = client.history(&id).await.expect("history");
-        let scheduled: Vec<u32> = history
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::ActivityScheduled { seq, .. } => Some(seq.0),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(scheduled, [1, 2, 3]);
-    })
+            store2
+                .reset_run(&id, durable::EventId(2))
+                .await
+                .expect("reset");
+            let again = client
+                .result::<flows::fanout_v0>("fan", Some(Duration::from_secs(20)))
+                .await
+                .expect("the reset run completes");
+            assert_eq!(first, again);
+            let history = client.history(&id).await.expect("history");
+            let scheduled: Vec<u32> = history
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::ActivityScheduled { seq, .. } => Some(seq.0),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(scheduled, [1, 2, 3]);
+        },
+    )
     .await;
 }

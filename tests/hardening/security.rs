@@ -106,14 +106,19 @@ async fn seal_retry(ctx: ActivityContext, s: String) -> Result<String, ActivityE
 /// Fails for good with the marker in the error.
 #[activity]
 async fn seal_refuse(_ctx: ActivityContext, s: String) -> Result<String, ActivityError> {
-    Err(ActivityError::non_retryable("Refused", format!("{s}: final error {MARKER}")))
+    Err(ActivityError::non_retryable(
+        "Refused",
+        format!("{s}: final error {MARKER}"),
+    ))
 }
 
 /// Every path a payload takes: input, activity input and output, a retry error, a final
 /// activity error, a signal, the run's output or error.
 #[workflow(name = "hd.confidential")]
 async fn confidential(ctx: WorkflowContext, order: Confidential) -> Result<String, WorkflowError> {
-    let a = ctx.activity::<seal_echo>(format!("{} {}", order.note, order.card.expose())).await?;
+    let a = ctx
+        .activity::<seal_echo>(format!("{} {}", order.note, order.card.expose()))
+        .await?;
     let b = ctx
         .activity::<seal_retry>(format!("retry {MARKER}"))
         .retry(RetryPolicy::exponential(Duration::from_millis(400)).max_attempts(3))
@@ -121,7 +126,10 @@ async fn confidential(ctx: WorkflowContext, order: Confidential) -> Result<Strin
     let e = ctx.activity::<seal_refuse>("refuse".into()).await.err();
     let signal: String = ctx.signal("note").await?;
     if order.fail {
-        return Err(WorkflowError::new("Declined", format!("run error {MARKER} {signal}")));
+        return Err(WorkflowError::new(
+            "Declined",
+            format!("run error {MARKER} {signal}"),
+        ));
     }
     Ok(format!("{a} {b} {e:?} {signal}"))
 }
@@ -165,52 +173,74 @@ async fn confidential_runs(db: &Path, codec: Option<Arc<dyn PayloadCodec>>) -> [
             ..SqliteOptions::default()
         },
     );
-    let mut counts = support::with_worker(&store, confidential_registry(), support::quick_options(), |client| async move {
-        let mut counts = [0; 3];
-        for (id, fail) in [("ok", false), ("fails", true), ("cancelled", false)] {
-            client.start::<confidential>(id, &confidential_input(fail)).await.expect("start");
-        }
-        // While the retry waits, the task row holds the last error.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let last_error = loop {
-            let info = client.status(&WorkflowId::from("ok")).await.expect("status");
-            let pending = client.store().pending_activities(info.key).await.expect("pending");
-            if let Some(e) = pending.iter().find_map(|a| a.last_error.clone()) {
-                break e;
+    let mut counts = support::with_worker(
+        &store,
+        confidential_registry(),
+        support::quick_options(),
+        |client| async move {
+            let mut counts = [0; 3];
+            for (id, fail) in [("ok", false), ("fails", true), ("cancelled", false)] {
+                client
+                    .start::<confidential>(id, &confidential_input(fail))
+                    .await
+                    .expect("start");
             }
-            assert!(std::time::Instant::now() < deadline, "no retry seen");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        assert!(last_error.contains(MARKER), "status shows the real last error: {last_error}");
-        counts[0] = marker_on_disk(db);
-        for id in ["ok", "fails", "cancelled"] {
-            support::wait_history(&client, id, "waiting for the note", |h| {
-                h.iter().any(|e| matches!(&e.kind, EventKind::SignalAwaited { .. }))
-            })
-            .await;
-        }
-        for id in ["ok", "fails"] {
+            // While the retry waits, the task row holds the last error.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let last_error = loop {
+                let info = client
+                    .status(&WorkflowId::from("ok"))
+                    .await
+                    .expect("status");
+                let pending = client
+                    .store()
+                    .pending_activities(info.key)
+                    .await
+                    .expect("pending");
+                if let Some(e) = pending.iter().find_map(|a| a.last_error.clone()) {
+                    break e;
+                }
+                assert!(std::time::Instant::now() < deadline, "no retry seen");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            assert!(
+                last_error.contains(MARKER),
+                "status shows the real last error: {last_error}"
+            );
+            counts[0] = marker_on_disk(db);
+            for id in ["ok", "fails", "cancelled"] {
+                support::wait_history(&client, id, "waiting for the note", |h| {
+                    h.iter()
+                        .any(|e| matches!(&e.kind, EventKind::SignalAwaited { .. }))
+                })
+                .await;
+            }
+            for id in ["ok", "fails"] {
+                client
+                    .signal(&WorkflowId::from(id), "note", &format!("signal {MARKER}"))
+                    .await
+                    .expect("signal");
+            }
             client
-                .signal(&WorkflowId::from(id), "note", &format!("signal {MARKER}"))
+                .cancel(
+                    &WorkflowId::from("cancelled"),
+                    &format!("cancel reason {MARKER}"),
+                )
                 .await
-                .expect("signal");
-        }
-        client
-            .cancel(&WorkflowId::from("cancelled"), &format!("cancel reason {MARKER}"))
-            .await
-            .expect("cancel");
-        let ok = client
-            .result::<confidential>("ok", Some(Duration::from_secs(20)))
-            .await
-            .expect("completes");
-        assert!(ok.contains(MARKER), "the output carries the marker: {ok}");
-        for id in ["fails", "cancelled"] {
-            let info = support::wait_settled(&client, id).await;
-            assert_eq!(info.status, RunStatus::Failed, "{id}");
-        }
-        counts[1] = marker_on_disk(db);
-        counts
-    })
+                .expect("cancel");
+            let ok = client
+                .result::<confidential>("ok", Some(Duration::from_secs(20)))
+                .await
+                .expect("completes");
+            assert!(ok.contains(MARKER), "the output carries the marker: {ok}");
+            for id in ["fails", "cancelled"] {
+                let info = support::wait_settled(&client, id).await;
+                assert_eq!(info.status, RunStatus::Failed, "{id}");
+            }
+            counts[1] = marker_on_disk(db);
+            counts
+        },
+    )
     .await;
     drop(store);
     support::settle(db);
@@ -223,16 +253,33 @@ async fn s1_no_plaintext_on_disk_with_an_encrypting_codec() {
     let dir = support::temp_dir();
     // Control: without a codec the scan finds the marker, so it can see it.
     let clear = confidential_runs(&dir.path().join("clear.db"), None).await;
-    assert!(clear.iter().all(|n| *n > 0), "the scan finds plaintext: {clear:?}");
+    assert!(
+        clear.iter().all(|n| *n > 0),
+        "the scan finds plaintext: {clear:?}"
+    );
     let sealed_db = dir.path().join("sealed.db");
     let codec: Arc<dyn PayloadCodec> = Arc::new(TestCipher::new(0x5ec2_e7ab_cdef_0123));
     let sealed = confidential_runs(&sealed_db, Some(codec.clone())).await;
-    eprintln!("S1: marker occurrences without codec {clear:?}, with codec {sealed:?} (retry waiting / end / closed)");
+    eprintln!(
+        "S1: marker occurrences without codec {clear:?}, with codec {sealed:?} (retry waiting / end / closed)"
+    );
     assert_eq!(sealed, [0, 0, 0], "plaintext reached the database files");
     // The encrypted store still reads back, and a wrong key is refused, not misread.
-    let store = support::open_with(&sealed_db, SqliteOptions { codec: Some(codec), ..SqliteOptions::default() });
-    let h = Client::new(store).history(&WorkflowId::from("ok")).await.expect("history");
-    assert!(matches!(h.last().map(|e| &e.kind), Some(EventKind::RunCompleted { .. })));
+    let store = support::open_with(
+        &sealed_db,
+        SqliteOptions {
+            codec: Some(codec),
+            ..SqliteOptions::default()
+        },
+    );
+    let h = Client::new(store)
+        .history(&WorkflowId::from("ok"))
+        .await
+        .expect("history");
+    assert!(matches!(
+        h.last().map(|e| &e.kind),
+        Some(EventKind::RunCompleted { .. })
+    ));
     let wrong = support::open_with(
         &sealed_db,
         SqliteOptions {
@@ -240,7 +287,10 @@ async fn s1_no_plaintext_on_disk_with_an_encrypting_codec() {
             ..SqliteOptions::default()
         },
     );
-    let err = Client::new(wrong).history(&WorkflowId::from("ok")).await.unwrap_err();
+    let err = Client::new(wrong)
+        .history(&WorkflowId::from("ok"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("codec"), "{err}");
 }
 
@@ -315,13 +365,20 @@ async fn s2_hostile_ids_and_names_round_trip_and_the_schema_survives() {
         async move {
             for (i, id) in ids.iter().enumerate() {
                 let signal = ids[(i + 1) % ids.len()].clone();
-                client.start::<hostile>(id.as_str(), &signal).await.expect("start");
+                client
+                    .start::<hostile>(id.as_str(), &signal)
+                    .await
+                    .expect("start");
             }
             for (i, id) in ids.iter().enumerate() {
                 let signal = &ids[(i + 1) % ids.len()];
                 support::wait_history(&client, id, "waiting", |h| h.len() > 1).await;
                 client
-                    .signal(&WorkflowId::from(id.as_str()), signal, &format!("body of {id}"))
+                    .signal(
+                        &WorkflowId::from(id.as_str()),
+                        signal,
+                        &format!("body of {id}"),
+                    )
                     .await
                     .expect("signal");
             }
@@ -331,10 +388,16 @@ async fn s2_hostile_ids_and_names_round_trip_and_the_schema_survives() {
                     .await
                     .expect("completes");
                 assert_eq!(out, format!("body of {id}"));
-                let info = client.status(&WorkflowId::from(id.as_str())).await.expect("status");
+                let info = client
+                    .status(&WorkflowId::from(id.as_str()))
+                    .await
+                    .expect("status");
                 assert_eq!(&info.workflow_id.0, id);
                 assert_eq!(info.workflow, "hd.hostile'; DROP TABLE runs;--");
-                let h = client.history(&WorkflowId::from(id.as_str())).await.expect("history");
+                let h = client
+                    .history(&WorkflowId::from(id.as_str()))
+                    .await
+                    .expect("history");
                 let names: Vec<&str> = h
                     .iter()
                     .filter_map(|e| match &e.kind {
@@ -345,7 +408,10 @@ async fn s2_hostile_ids_and_names_round_trip_and_the_schema_survives() {
                     .collect();
                 assert_eq!(
                     names,
-                    [ids[(i + 1) % ids.len()].as_str(), "act\"'); DELETE FROM inbox;--\n🦀"]
+                    [
+                        ids[(i + 1) % ids.len()].as_str(),
+                        "act\"'); DELETE FROM inbox;--\n🦀"
+                    ]
                 );
             }
             let mut listed: Vec<String> = client
@@ -369,7 +435,10 @@ async fn s2_hostile_ids_and_names_round_trip_and_the_schema_survives() {
             assert_eq!(filtered.len(), ids.len());
             // NUL and over-long ids are refused with a clear error, and write nothing.
             for bad in ["nul\0inside".to_owned(), "x".repeat(1001)] {
-                let err = client.start::<hostile>(bad.as_str(), &"s".to_owned()).await.unwrap_err();
+                let err = client
+                    .start::<hostile>(bad.as_str(), &"s".to_owned())
+                    .await
+                    .unwrap_err();
                 assert!(
                     matches!(err, durable::ClientError::Store(StoreError::Invalid(_))),
                     "{err:?}"
@@ -402,10 +471,17 @@ async fn s2_hostile_ids_and_names_round_trip_and_the_schema_survives() {
         let status = support::order(&cli_db, &["status", id, "--json"]).run();
         let v: serde_json::Value = serde_json::from_str(status.ok().trim()).expect("status --json");
         assert_eq!(v["run"]["workflow_id"].as_str(), Some(id.as_str()));
-        support::order(&cli_db, &["signal", id, id, "--payload", "true"]).run().ok();
+        support::order(&cli_db, &["signal", id, id, "--payload", "true"])
+            .run()
+            .ok();
         let history = support::order(&cli_db, &["history", id, "--json"]).run();
-        assert!(history.ok().lines().count() == 1, "only RunStarted: the signal waits in the inbox");
-        support::order(&cli_db, &["cancel", id, "--reason", id]).run().ok();
+        assert!(
+            history.ok().lines().count() == 1,
+            "only RunStarted: the signal waits in the inbox"
+        );
+        support::order(&cli_db, &["cancel", id, "--reason", id])
+            .run()
+            .ok();
     }
     let listed = support::order(&cli_db, &["list", "--json"]).run();
     assert_eq!(listed.ok().lines().count(), ids.len());
@@ -436,27 +512,63 @@ async fn s3_runs_of_one_namespace_are_invisible_to_another() {
     let db = dir.path().join("tenants.db");
     let a = Client::new(in_namespace(&db, "team-a"));
     let b = Client::new(in_namespace(&db, "team-b"));
-    a.start::<crate::flows::signal_v0>("only-a", &()).await.expect("start in A");
-    a.start::<crate::flows::signal_v0>("shared-id", &()).await.expect("start in A");
+    a.start::<crate::flows::signal_v0>("only-a", &())
+        .await
+        .expect("start in A");
+    a.start::<crate::flows::signal_v0>("shared-id", &())
+        .await
+        .expect("start in A");
     let id = WorkflowId::from("only-a");
-    assert!(matches!(b.status(&id).await, Err(durable::ClientError::NotFound(_))));
-    assert!(matches!(b.history(&id).await, Err(durable::ClientError::NotFound(_))));
-    assert!(matches!(b.signal(&id, "approve", &1_u32).await, Err(durable::ClientError::NotFound(_))));
-    assert!(matches!(b.cancel(&id, "no").await, Err(durable::ClientError::NotFound(_))));
-    assert!(matches!(b.store().reset_run(&id, durable::EventId(1)).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(b.store().resume(&id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        b.status(&id).await,
+        Err(durable::ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.history(&id).await,
+        Err(durable::ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.signal(&id, "approve", &1_u32).await,
+        Err(durable::ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.cancel(&id, "no").await,
+        Err(durable::ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.store().reset_run(&id, durable::EventId(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.store().resume(&id).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(b.list(RunFilter::default()).await.expect("list").is_empty());
     // The same workflow id in B is another run.
-    let theirs = b.start::<crate::flows::signal_v0>("shared-id", &()).await.expect("start in B");
-    let ours = a.status(&WorkflowId::from("shared-id")).await.expect("A's run");
+    let theirs = b
+        .start::<crate::flows::signal_v0>("shared-id", &())
+        .await
+        .expect("start in B");
+    let ours = a
+        .status(&WorkflowId::from("shared-id"))
+        .await
+        .expect("A's run");
     assert_ne!(theirs.run_id, ours.run_id);
     assert_eq!(a.list(RunFilter::default()).await.expect("list").len(), 2);
 
     // A worker of B neither claims A's runs nor runs their activities.
-    support::with_worker(b.store(), crate::flows::base_registry(), support::quick_options(), |b| async move {
-        support::wait_history(&b, "shared-id", "B's run waits for its signal", |h| h.len() >= 4).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    })
+    support::with_worker(
+        b.store(),
+        crate::flows::base_registry(),
+        support::quick_options(),
+        |b| async move {
+            support::wait_history(&b, "shared-id", "B's run waits for its signal", |h| {
+                h.len() >= 4
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        },
+    )
     .await;
     for id in ["only-a", "shared-id"] {
         let h = a.history(&WorkflowId::from(id)).await.expect("history");
@@ -478,15 +590,24 @@ async fn s3_runs_of_one_namespace_are_invisible_to_another() {
     ] {
         let mut full = vec!["--namespace", "team-b"];
         full.extend(args);
-        support::order(&db, &full).run().refused(2, "no run with id 'only-a'");
+        support::order(&db, &full)
+            .run()
+            .refused(2, "no run with id 'only-a'");
         Snapshot::take(&db).assert_same(&before_settled, "a command in another namespace");
     }
     let listed = support::order(&db, &["--namespace", "team-b", "list", "--json"]).run();
-    assert_eq!(listed.ok().lines().count(), 1, "B lists only its own run:\n{}", listed.stdout);
+    assert_eq!(
+        listed.ok().lines().count(),
+        1,
+        "B lists only its own run:\n{}",
+        listed.stdout
+    );
     assert!(listed.stdout.contains("shared-id"));
     let listed = support::order(&db, &["--namespace", "team-a", "list", "--json"]).run();
     assert_eq!(listed.ok().lines().count(), 2);
-    support::order(&db, &["--namespace", "team-a", "status", "only-a"]).run().ok();
+    support::order(&db, &["--namespace", "team-a", "status", "only-a"])
+        .run()
+        .ok();
 }
 
 // --- S4: file modes ------------------------------------------------------------------------
@@ -496,10 +617,17 @@ async fn s3_runs_of_one_namespace_are_invisible_to_another() {
 async fn s4_new_database_files_are_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = support::temp_dir();
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).ok();
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok()
+    };
     let db = dir.path().join("api.db");
     let store = support::open(&db);
-    Client::new(store.clone()).start::<crate::flows::timer_v0>("t", &()).await.expect("start");
+    Client::new(store.clone())
+        .start::<crate::flows::timer_v0>("t", &())
+        .await
+        .expect("start");
     assert_eq!(mode(&db), Some(0o600), "the database");
     for suffix in ["-wal", "-shm"] {
         let p = support::with_suffix(&db, suffix);
@@ -509,9 +637,13 @@ async fn s4_new_database_files_are_private() {
     }
     drop(store);
     let cli_db = dir.path().join("cli.db");
-    support::order(&cli_db, &["list"]).run().refused(2, "no database at");
+    support::order(&cli_db, &["list"])
+        .run()
+        .refused(2, "no database at");
     let ok = r#"{"order_id":"A","customer_email":"a@b.c","items":[],"card_number":"1"}"#;
-    support::order(&cli_db, &["start", "order", "--input", ok, "--id", "x"]).run().ok();
+    support::order(&cli_db, &["start", "order", "--input", ok, "--id", "x"])
+        .run()
+        .ok();
     assert_eq!(mode(&cli_db), Some(0o600), "a database the CLI created");
 }
 
@@ -562,7 +694,10 @@ pub(crate) struct Payment {
 async fn charge(ctx: ActivityContext, p: Payment) -> Result<String, ActivityError> {
     tracing::info!(?p, card = %p.card, attempt = ctx.attempt(), "charging");
     if ctx.attempt() < 2 {
-        return Err(ActivityError::retryable("Unavailable", format!("cannot charge {:?}", p)));
+        return Err(ActivityError::retryable(
+            "Unavailable",
+            format!("cannot charge {:?}", p),
+        ));
     }
     Ok(format!("charged {} to {}", p.amount, p.card))
 }
@@ -576,7 +711,10 @@ async fn payment(ctx: WorkflowContext, p: Payment) -> Result<String, WorkflowErr
         .retry(RetryPolicy::exponential(Duration::from_millis(5)))
         .await?;
     tracing::warn!(%receipt, card = ?p.card, "charged");
-    Err(WorkflowError::new("Audit", format!("{receipt}; request {p:?}")))
+    Err(WorkflowError::new(
+        "Audit",
+        format!("{receipt}; request {p:?}"),
+    ))
 }
 
 pub(crate) fn registry_named(name: &str) -> Option<Registry> {
@@ -596,29 +734,60 @@ async fn s5_a_secret_never_reaches_the_logs() {
     let dir = support::temp_dir();
     let store = support::open(&dir.path().join("s5.db"));
     let registry = registry_named("payment").expect("registry");
-    let err = support::with_worker(&store, registry, support::quick_options(), |client| async move {
-        client.start::<payment>("pay-1", &secret_payment()).await.expect("start");
-        client
-            .result::<payment>("pay-1", Some(Duration::from_secs(20)))
-            .await
-            .unwrap_err()
-    })
+    let err = support::with_worker(
+        &store,
+        registry,
+        support::quick_options(),
+        |client| async move {
+            client
+                .start::<payment>("pay-1", &secret_payment())
+                .await
+                .expect("start");
+            client
+                .result::<payment>("pay-1", Some(Duration::from_secs(20)))
+                .await
+                .unwrap_err()
+        },
+    )
     .await;
     let text = String::from_utf8_lossy(&buf.lock().expect("log").clone()).into_owned();
-    let mine: Vec<&str> = text.lines().filter(|l| l.contains("charg") || l.contains("payment")).collect();
+    let mine: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("charg") || l.contains("payment"))
+        .collect();
     assert!(mine.len() >= 4, "the run logged: {mine:#?}");
-    assert!(text.contains("Secret(***)"), "the log shows the redacted form");
-    assert_eq!(support::count(text.as_bytes(), LOG_MARKER.as_bytes()), 0, "a secret reached the log:\n{text}");
+    assert!(
+        text.contains("Secret(***)"),
+        "the log shows the redacted form"
+    );
+    assert_eq!(
+        support::count(text.as_bytes(), LOG_MARKER.as_bytes()),
+        0,
+        "a secret reached the log:\n{text}"
+    );
     assert!(!err.to_string().contains(LOG_MARKER), "{err}");
     // The value itself went through: the activity charged the real card.
-    let h = Client::new(store).history(&WorkflowId::from("pay-1")).await.expect("history");
-    let charged = h.iter().any(|e| matches!(&e.kind, EventKind::ActivityCompleted { output, .. }
-        if output.decode::<String>().is_ok_and(|s| s == "charged 42 to Secret(***)")));
+    let h = Client::new(store)
+        .history(&WorkflowId::from("pay-1"))
+        .await
+        .expect("history");
+    let charged = h.iter().any(|e| {
+        matches!(&e.kind, EventKind::ActivityCompleted { output, .. }
+        if output.decode::<String>().is_ok_and(|s| s == "charged 42 to Secret(***)"))
+    });
     assert!(charged, "{h:?}");
-    let input_ok = h.iter().any(|e| matches!(&e.kind, EventKind::RunStarted { input, .. }
-        if input.decode::<Payment>().is_ok_and(|p| p.card.expose().ends_with(LOG_MARKER))));
-    assert!(input_ok, "the secret is in the (codec-protected) history for the code to use");
-    eprintln!("S5: {} log lines captured at TRACE, marker found 0 times", text.lines().count());
+    let input_ok = h.iter().any(|e| {
+        matches!(&e.kind, EventKind::RunStarted { input, .. }
+        if input.decode::<Payment>().is_ok_and(|p| p.card.expose().ends_with(LOG_MARKER)))
+    });
+    assert!(
+        input_ok,
+        "the secret is in the (codec-protected) history for the code to use"
+    );
+    eprintln!(
+        "S5: {} log lines captured at TRACE, marker found 0 times",
+        text.lines().count()
+    );
 
     // The worker CLI at the most verbose level says nothing of it either.
     let db = dir.path().join("cli.db");
@@ -626,14 +795,30 @@ async fn s5_a_secret_never_reaches_the_logs() {
         "amount": 42, "card": format!("4111-{LOG_MARKER}")
     }))
     .expect("json");
-    let out = support::host_cli("payment", &db, &["run", "hd.payment", "--input", &input, "--timeout", "20"])
-        .env("DURABLE_LOG", "trace")
-        .run();
+    let out = support::host_cli(
+        "payment",
+        &db,
+        &["run", "hd.payment", "--input", &input, "--timeout", "20"],
+    )
+    .env("DURABLE_LOG", "trace")
+    .run();
     out.no_panic();
-    assert_eq!(out.code, Some(1), "the run fails with its audit error:\n{}", out.stderr);
-    assert!(out.stderr.lines().count() > 3, "the worker logged:\n{}", out.stderr);
     assert_eq!(
-        support::count(format!("{}{}", out.stdout, out.stderr).as_bytes(), LOG_MARKER.as_bytes()),
+        out.code,
+        Some(1),
+        "the run fails with its audit error:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.lines().count() > 3,
+        "the worker logged:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        support::count(
+            format!("{}{}", out.stdout, out.stderr).as_bytes(),
+            LOG_MARKER.as_bytes()
+        ),
         0,
         "the CLI printed the secret:\n{}",
         out.stderr

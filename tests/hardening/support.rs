@@ -158,7 +158,11 @@ impl std::fmt::Debug for Snapshot {
         let mut list = f.debug_list();
         for (suffix, bytes) in &self.0 {
             match bytes {
-                Some(b) => list.entry(&format_args!("{suffix}: {} bytes, fnv {:016x}", b.len(), fnv(b))),
+                Some(b) => list.entry(&format_args!(
+                    "{suffix}: {} bytes, fnv {:016x}",
+                    b.len(),
+                    fnv(b)
+                )),
                 None => list.entry(&format_args!("{suffix}: none")),
             };
         }
@@ -219,7 +223,12 @@ pub(crate) fn read_external(path: &Path) -> Option<Vec<u8>> {
     if std::fs::metadata(path).is_err() {
         return None;
     }
-    let out = Command::new("cat").arg(path).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let out = Command::new("cat")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
     out.status.success().then_some(out.stdout)
 }
 
@@ -307,10 +316,10 @@ pub(crate) async fn wait_history<F: Fn(&[durable::Event]) -> bool>(
 ) -> Vec<durable::Event> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(h) = client.history(&WorkflowId::from(id)).await {
-            if pred(&h) {
-                return h;
-            }
+        if let Ok(h) = client.history(&WorkflowId::from(id)).await
+            && pred(&h)
+        {
+            return h;
         }
         assert!(
             Instant::now() < deadline,
@@ -464,7 +473,9 @@ impl Cli {
             }
             match child.try_wait() {
                 Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -561,10 +572,17 @@ pub(crate) fn host_cli(registry: &str, db: &Path, args: &[&str]) -> Cli {
     all.extend(args.iter().map(|a| (*a).to_owned()));
     let what = format!("[{registry}] {}", all.join(" "));
     let exe = std::env::current_exe().expect("own path");
-    let runner: Vec<String> = ["cli_host", "--exact", "--nocapture", "--test-threads", "1", "-q"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let runner: Vec<String> = [
+        "cli_host",
+        "--exact",
+        "--nocapture",
+        "--test-threads",
+        "1",
+        "-q",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     cli(&exe, what, runner)
         .env(
             "HARDENING_CLI_ARGS",

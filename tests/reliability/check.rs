@@ -73,8 +73,10 @@ impl Report {
     }
 
     fn violation(&mut self, run: &RunInfo, what: String) {
-        self.violations
-            .push(format!("run '{}' ({}): {what}", run.workflow_id, run.workflow));
+        self.violations.push(format!(
+            "run '{}' ({}): {what}",
+            run.workflow_id, run.workflow
+        ));
     }
 
     /// Panics listing the first violations, if there are any.
@@ -83,7 +85,12 @@ impl Report {
         if self.violations.is_empty() {
             return;
         }
-        let shown: Vec<&str> = self.violations.iter().take(25).map(String::as_str).collect();
+        let shown: Vec<&str> = self
+            .violations
+            .iter()
+            .take(25)
+            .map(String::as_str)
+            .collect();
         panic!(
             "{context}: {} violation(s):\n  {}",
             self.violations.len(),
@@ -148,7 +155,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
     for (i, e) in events.iter().enumerate() {
         let want = u64::try_from(i + 1).expect("a history fits in u64");
         if e.id.0 != want {
-            report.violation(info, format!("event #{} has id {} (gap or repeat)", want, e.id));
+            report.violation(
+                info,
+                format!("event #{} has id {} (gap or repeat)", want, e.id),
+            );
             return;
         }
     }
@@ -166,7 +176,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
         report.violation(info, "empty history".to_owned());
         return;
     };
-    let EventKind::RunStarted { workflow, input, .. } = &first.kind else {
+    let EventKind::RunStarted {
+        workflow, input, ..
+    } = &first.kind
+    else {
         report.violation(info, format!("event 1 is {}", first.kind.name()));
         return;
     };
@@ -194,7 +207,11 @@ fn check_run(report: &mut Report, run: &RunRecord) {
             if let Some(prev) = commands.insert(seq, e.kind.name()) {
                 report.violation(
                     info,
-                    format!("command {seq} recorded twice ({prev}, then {} at event {})", e.kind.name(), e.id),
+                    format!(
+                        "command {seq} recorded twice ({prev}, then {} at event {})",
+                        e.kind.name(),
+                        e.id
+                    ),
                 );
             }
         }
@@ -213,7 +230,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
                 if !scheduled.contains_key(&seq.0) {
                     report.violation(
                         info,
-                        format!("event {}: a result for command {seq}, which is no scheduled activity", e.id),
+                        format!(
+                            "event {}: a result for command {seq}, which is no scheduled activity",
+                            e.id
+                        ),
                     );
                 }
                 *results.entry(seq.0).or_default() += 1;
@@ -228,7 +248,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
                 if !scheduled.contains_key(&seq.0) {
                     report.violation(
                         info,
-                        format!("event {}: a failure for command {seq}, which is no scheduled activity", e.id),
+                        format!(
+                            "event {}: a failure for command {seq}, which is no scheduled activity",
+                            e.id
+                        ),
                     );
                 }
                 *results.entry(seq.0).or_default() += 1;
@@ -248,7 +271,11 @@ fn check_run(report: &mut Report, run: &RunRecord) {
                     ),
                     Some(due) if e.time_ms < *due => report.violation(
                         info,
-                        format!("event {}: timer {seq} fired {} ms early", e.id, due - e.time_ms),
+                        format!(
+                            "event {}: timer {seq} fired {} ms early",
+                            e.id,
+                            due - e.time_ms
+                        ),
                     ),
                     Some(_) => report.timers_fired += 1,
                 }
@@ -284,7 +311,9 @@ fn check_run(report: &mut Report, run: &RunRecord) {
                         }
                         last_exec = Some((pid, at));
                     }
-                    Err(err) => report.violation(info, format!("event {}: exec marker: {err}", e.id)),
+                    Err(err) => {
+                        report.violation(info, format!("event {}: exec marker: {err}", e.id))
+                    }
                 }
             }
             EventKind::RunCompleted { .. } | EventKind::RunFailed { .. } => {
@@ -316,7 +345,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
     if ended.is_some() {
         for (seq, name) in &scheduled {
             if !results.contains_key(seq) {
-                report.violation(info, format!("finished with activity {seq} ({name}) still unanswered"));
+                report.violation(
+                    info,
+                    format!("finished with activity {seq} ({name}) still unanswered"),
+                );
             }
         }
     }
@@ -338,7 +370,11 @@ fn check_run(report: &mut Report, run: &RunRecord) {
         Err(_) => return,
     };
     match (&expected, info.status, ended) {
-        (Expected::Completed(want), RunStatus::Completed, Some(EventKind::RunCompleted { output })) => {
+        (
+            Expected::Completed(want),
+            RunStatus::Completed,
+            Some(EventKind::RunCompleted { output }),
+        ) => {
             if want != output {
                 report.violation(
                     info,
@@ -352,7 +388,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
         }
         (Expected::Failed(kind), RunStatus::Failed, Some(EventKind::RunFailed { error })) => {
             if error.kind() != kind {
-                report.violation(info, format!("failed with {error}, the reference says kind {kind}"));
+                report.violation(
+                    info,
+                    format!("failed with {error}, the reference says kind {kind}"),
+                );
             }
         }
         (Expected::Suspended, RunStatus::Suspended, None) => {
@@ -367,7 +406,10 @@ fn check_run(report: &mut Report, run: &RunRecord) {
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
-            report.violation(info, format!("ended {status}{reason}, the reference says {want:?}"));
+            report.violation(
+                info,
+                format!("ended {status}{reason}, the reference says {want:?}"),
+            );
         }
     }
 }
@@ -442,9 +484,9 @@ pub(crate) fn check_ledger(
         .collect();
     for (key, (attempt, output)) in &report.completed.clone() {
         match effects.get(key) {
-            None => report
-                .violations
-                .push(format!("activity {key} completed in history but has no effect in the ledger")),
+            None => report.violations.push(format!(
+                "activity {key} completed in history but has no effect in the ledger"
+            )),
             Some(v) if v != output => report.violations.push(format!(
                 "activity {key}: history recorded output {output}, the effect was {v}"
             )),
@@ -460,14 +502,17 @@ pub(crate) fn check_ledger(
         if report.completed.contains_key(key) {
             continue;
         }
-        let prefix = key.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
+        let prefix = key
+            .rsplit_once('/')
+            .map(|(p, _)| format!("{p}/"))
+            .unwrap_or_default();
         let run_exists = run_ids.contains(&prefix);
         if !run_exists && orphans_allowed {
             figures.orphans += 1;
         } else if report.failed_activities.contains(key) {
-            report
-                .violations
-                .push(format!("activity {key} failed in history but has an effect"));
+            report.violations.push(format!(
+                "activity {key} failed in history but has an effect"
+            ));
         } else {
             report.violations.push(format!(
                 "effect {key} belongs to no completed activity (run exists: {run_exists})"
@@ -550,7 +595,9 @@ pub(crate) fn check_client(
     let started: BTreeSet<&str> = log.starts.iter().map(|s| s.workflow_id.as_str()).collect();
     for id in &existing {
         if !started.contains(id) {
-            report.violations.push(format!("run '{id}' exists but no client started it"));
+            report
+                .violations
+                .push(format!("run '{id}' exists but no client started it"));
         }
     }
     for s in &log.starts {
@@ -590,16 +637,17 @@ pub(crate) fn check_client(
             _ => None,
         };
         if let Some(what) = bad {
-            report
-                .violations
-                .push(format!("signal vote {} to '{}': {what}", s.vote, s.workflow_id));
+            report.violations.push(format!(
+                "signal vote {} to '{}': {what}",
+                s.vote, s.workflow_id
+            ));
         }
     }
     for (vote, n) in &report.votes_seen {
         if !sent.contains(vote) {
-            report
-                .violations
-                .push(format!("vote {vote} is in history {n} times but no client sent it"));
+            report.violations.push(format!(
+                "vote {vote} is in history {n} times but no client sent it"
+            ));
         }
     }
     figures

@@ -28,16 +28,24 @@ fn competing_workers_refuse_stale_writes_and_complete_every_run() {
     let (mut rng, seed) = Rng::from_env(name);
     let reproduce = support::reproduce(seed, name);
     let (runs, pace, stops) = if full {
-        (600, Duration::from_millis(100), 60)
+        (1200, Duration::from_millis(40), 60)
     } else {
-        (150, Duration::from_millis(100), 12)
+        (300, Duration::from_millis(40), 12)
     };
     let dir = TestDir::new("competing");
     let db = dir.path().join("chaos.db");
     let ledger_path = dir.path().join("ledger.db");
     crate::ledger::open(&ledger_path).expect("the ledger can be created");
+    // Mostly long-lived runs, so a frozen worker always holds some with work pending.
     let jobs: Vec<Job> = (0..runs)
-        .map(|i| workload::random_job(format!("run-{i:05}"), &mut rng))
+        .map(|i| {
+            let id = format!("run-{i:05}");
+            if rng.chance(60) {
+                workload::long_job(id, &mut rng)
+            } else {
+                workload::random_job(id, &mut rng)
+            }
+        })
         .collect();
     let client = ClientThread::spawn(Plan {
         db: db.clone(),

@@ -15,10 +15,10 @@
 
 use crate::check::{self, Outcome};
 use crate::client::{self, ClientThread, Plan};
+use crate::kitchen_sink::FAILPOINTS;
 use crate::support::{self, Rng, TestDir, WorkerProc};
 use crate::wal::{self, Tear};
 use crate::workload::{self, Job};
-use crate::kitchen_sink::FAILPOINTS;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 /// The sizes of one tier.
 struct Tier {
     cycles: usize,
+    /// Runs the client may start; it stops starting when the loop ends.
     runs: usize,
     burst: usize,
     pace: Duration,
@@ -102,7 +103,7 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
     let tier = if full {
         Tier {
             cycles: 250,
-            runs: 1200,
+            runs: 10_000,
             burst: 200,
             pace: Duration::from_millis(15),
             min_completed: 1000,
@@ -111,7 +112,7 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
     } else {
         Tier {
             cycles: 63,
-            runs: 340,
+            runs: 3000,
             burst: 120,
             pace: Duration::from_millis(25),
             min_completed: 300,
@@ -159,14 +160,28 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
     let mut figures = Figures::default();
     let mut panics = Vec::new();
     let mut failpoint_turn = 0;
+    // Set every 10th cycle, cleared once a tear worked (a WAL fully checkpointed has
+    // nothing to tear, so the next cycle tries again).
+    let mut tear_due = false;
+    figures.max_in_flight = support::status_counts(&db)
+        .get("running")
+        .copied()
+        .unwrap_or(0);
     for cycle in 0..tier.cycles {
+        tear_due |= cycle % 10 == 9;
         let log = dir.path().join(format!("worker-{cycle:04}.log"));
         let mut cmd = support::chaos(&db, &ledger_path);
         cmd.env("DURABLE_LOG", "info");
         // A torn-WAL cycle keeps the clients out from its start: a client process that
         // exits last checkpoints the WAL and removes it, leaving nothing to tear.
-        let tearing = cycle % 10 == 9;
-        let pause = tearing.then(|| client.shared.pause.lock().unwrap_or_else(|p| p.into_inner()));
+        let tearing = tear_due;
+        let pause = tearing.then(|| {
+            client
+                .shared
+                .pause
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
         let armed = if cycle % 5 == 2 {
             let point = FAILPOINTS[failpoint_turn % FAILPOINTS.len()];
             failpoint_turn += 1;
@@ -178,7 +193,12 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
         } else {
             None
         };
-        let delay = kill_delay(&mut rng);
+        // A tearing cycle lets the worker write something to tear.
+        let delay = if tearing {
+            rng.millis(200, 1500)
+        } else {
+            kill_delay(&mut rng)
+        };
         let mut worker = WorkerProc::spawn(cmd, &worker_args(), &log);
         let status = match armed {
             // Give an armed failpoint time to be hit; kill the worker if it is not.
@@ -204,19 +224,29 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
         panics.extend(unexpected_panics(&log));
 
         // Every 10th cycle: with no process holding the database, tear its WAL.
-        let pause =
-            pause.unwrap_or_else(|| client.shared.pause.lock().unwrap_or_else(|p| p.into_inner()));
+        let pause = pause.unwrap_or_else(|| {
+            client
+                .shared
+                .pause
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
         if tearing {
             match wal::tear(&db, &mut rng) {
                 Tear::Cut {
-                    mid_frame, frames, ..
+                    from,
+                    to,
+                    mid_frame,
+                    frames,
                 } => {
+                    eprintln!("cycle {cycle}: WAL torn from {from} to {to} bytes ({frames} frames)");
                     figures.tears += 1;
                     figures.frames_torn += frames;
                     if mid_frame {
                         figures.tears_mid_frame += 1;
                     }
                     client.shared.epoch.fetch_add(1, Ordering::SeqCst);
+                    tear_due = false;
                 }
                 Tear::Skipped(why) => {
                     eprintln!("cycle {cycle}: WAL not torn: {why}");
@@ -289,9 +319,9 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
         .count();
     for (id, reason) in &report.suspended_reasons {
         if !id.starts_with("poison-") {
-            report
-                .violations
-                .push(format!("run '{id}' is suspended but is no poison run: {reason}"));
+            report.violations.push(format!(
+                "run '{id}' is suspended but is no poison run: {reason}"
+            ));
         }
     }
 
@@ -345,7 +375,10 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
         crashes >= if full { 200 } else { 50 },
         "only {crashes} crashes; {reproduce}"
     );
-    assert_eq!(poison_ok, 3, "the 3 poison runs must end suspended; {reproduce}");
+    assert_eq!(
+        poison_ok, 3,
+        "the 3 poison runs must end suspended; {reproduce}"
+    );
     assert!(
         completed + failed >= tier.min_completed,
         "only {} runs finished; {reproduce}",
@@ -365,7 +398,11 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
         "failpoints hit: {:?}; {reproduce}",
         figures.failpoint_hits
     );
-    assert!(figures.tears >= 3, "only {} torn WALs; {reproduce}", figures.tears);
+    assert!(
+        figures.tears >= if full { 15 } else { 4 },
+        "only {} torn WALs; {reproduce}",
+        figures.tears
+    );
     assert!(
         log_client.signals.iter().any(|s| s.outcome == Outcome::Ok),
         "no signal was acknowledged; {reproduce}"

@@ -88,6 +88,9 @@ pub(crate) struct FaultStore<S: Store + ?Sized> {
     enabled: AtomicBool,
     counts: Arc<FaultCounts>,
     thief: Option<Thief>,
+    /// Commits that create local activity attempts still to be made ambiguous, whatever
+    /// the rate (a scripted fault for regression tests).
+    scripted_ambiguous: AtomicU64,
 }
 
 /// Whether a call writes (and so can commit ambiguously) or only reads.
@@ -110,7 +113,13 @@ impl<S: Store + ?Sized> FaultStore<S> {
             enabled: AtomicBool::new(true),
             counts: Arc::new(FaultCounts::default()),
             thief: None,
+            scripted_ambiguous: AtomicU64::new(0),
         }
+    }
+
+    /// Makes the next `n` commits that create local activity attempts ambiguous.
+    pub(crate) fn script_ambiguous_local_commits(&self, n: u64) {
+        self.scripted_ambiguous.store(n, Ordering::SeqCst);
     }
 
     /// Lets the wrapper take leases away (for [`Fault::LostLease`]).
@@ -139,7 +148,13 @@ impl<S: Store + ?Sized> FaultStore<S> {
         }
         let kinds: &[Fault] = match call {
             Call::Read => &[Fault::Busy, Fault::Io, Fault::Latency],
-            Call::Write => &[Fault::Busy, Fault::Io, Fault::Full, Fault::Ambiguous, Fault::Latency],
+            Call::Write => &[
+                Fault::Busy,
+                Fault::Io,
+                Fault::Full,
+                Fault::Ambiguous,
+                Fault::Latency,
+            ],
             Call::Commit => &KINDS,
         };
         let kind = kinds[usize::try_from(rng.range(0, kinds.len() as u64)).unwrap_or(0)];
@@ -188,7 +203,8 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
     }
 
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
-        self.around(Call::Write, None, self.inner.start_run(req)).await
+        self.around(Call::Write, None, self.inner.start_run(req))
+            .await
     }
 
     async fn claim_runs(
@@ -197,8 +213,12 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        self.around(Call::Write, None, self.inner.claim_runs(worker, limit, lease))
-            .await
+        self.around(
+            Call::Write,
+            None,
+            self.inner.claim_runs(worker, limit, lease),
+        )
+        .await
     }
 
     async fn read_history(&self, key: RunKey, after: EventId) -> Result<Vec<Event>, StoreError> {
@@ -207,11 +227,24 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
     }
 
     async fn read_inbox(&self, key: RunKey) -> Result<Vec<InboxItem>, StoreError> {
-        self.around(Call::Read, None, self.inner.read_inbox(key)).await
+        self.around(Call::Read, None, self.inner.read_inbox(key))
+            .await
     }
 
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let key = commit.key;
+        if commit.activities.iter().any(|a| a.local)
+            && self
+                .scripted_ambiguous
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.counts.0[Fault::Ambiguous as usize].fetch_add(1, Ordering::Relaxed);
+            self.inner.commit(commit).await?;
+            return Err(StoreError::Io(
+                "injected: the commit's outcome is unknown (it committed)".into(),
+            ));
+        }
         self.around(Call::Commit, Some(key), self.inner.commit(commit))
             .await
     }
@@ -271,8 +304,7 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         self.around(
             Call::Write,
             None,
-            self.inner
-                .report_attempt(worker, key, seq, attempt, result),
+            self.inner.report_attempt(worker, key, seq, attempt, result),
         )
         .await
     }
@@ -288,8 +320,12 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         name: &str,
         payload: Payload,
     ) -> Result<(), StoreError> {
-        self.around(Call::Write, None, self.inner.signal(workflow_id, name, payload))
-            .await
+        self.around(
+            Call::Write,
+            None,
+            self.inner.signal(workflow_id, name, payload),
+        )
+        .await
     }
 
     async fn request_cancel(

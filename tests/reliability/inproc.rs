@@ -42,7 +42,9 @@ impl PanicCounter {
         let s = seen.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            s.lock().unwrap_or_else(|p| p.into_inner()).push(info.to_string());
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(info.to_string());
             previous(info);
         }));
         PanicCounter { seen }

@@ -364,10 +364,7 @@ pub(crate) async fn retrying(ctx: WorkflowContext, input: RetryIn) -> Result<u64
         .retry(quick_retries())
         .await?;
     mark(&ctx);
-    let out = ctx
-        .activity::<step>((a, 1))
-        .retry(quick_retries())
-        .await?;
+    let out = ctx.activity::<step>((a, 1)).retry(quick_retries()).await?;
     mark(&ctx);
     Ok(out)
 }
@@ -411,7 +408,10 @@ pub(crate) async fn saga(ctx: WorkflowContext, input: SagaIn) -> Result<u64, Wor
 /// Poison: panics in every activation.
 #[workflow]
 pub(crate) async fn panicky(_ctx: WorkflowContext, input: PoisonIn) -> Result<u64, WorkflowError> {
-    panic!("poison run {}: workflow code panics in every activation", input.x);
+    panic!(
+        "poison run {}: workflow code panics in every activation",
+        input.x
+    );
 }
 
 /// Poison: spins without yielding for `spin_ms` in every activation (bounded, so an

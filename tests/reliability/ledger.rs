@@ -82,9 +82,9 @@ pub(crate) fn record(rec: &AttemptRecord<'_>) {
         return;
     };
     if conn.is_none() {
-        *conn = Some(open(path).unwrap_or_else(|e| {
-            panic!("cannot open the ledger {}: {e}", path.display())
-        }));
+        *conn = Some(
+            open(path).unwrap_or_else(|e| panic!("cannot open the ledger {}: {e}", path.display())),
+        );
     }
     let conn = conn.as_mut().expect("opened just above");
     let write = |conn: &mut rusqlite::Connection| -> rusqlite::Result<()> {

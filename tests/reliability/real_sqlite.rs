@@ -47,7 +47,11 @@ fn every_sqlite_write_transaction_begins_immediate() {
         }
     }
     assert!(checked > 0, "no transaction found in {}", dir.display());
-    assert!(bad.is_empty(), "deferred write transactions:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "deferred write transactions:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -120,9 +124,13 @@ fn write_lock_contention_is_waited_out() {
             client.vote().await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let left = inproc::drive_to_completion(&mut client, store.as_ref(), Duration::from_secs(60)).await;
+        let left =
+            inproc::drive_to_completion(&mut client, store.as_ref(), Duration::from_secs(60)).await;
         assert!(left.is_empty(), "runs still running: {left:?}; {reproduce}");
-        worker.stop().await.unwrap_or_else(|e| panic!("{e}; {reproduce}"));
+        worker
+            .stop()
+            .await
+            .unwrap_or_else(|e| panic!("{e}; {reproduce}"));
         let errors = client.errors.load(Ordering::Relaxed);
         (client.log, errors)
     });
@@ -136,7 +144,9 @@ fn write_lock_contention_is_waited_out() {
         report.violations.push(format!("panic: {p}"));
     }
     for (id, reason) in &report.suspended_reasons {
-        report.violations.push(format!("run '{id}' is suspended: {reason}"));
+        report
+            .violations
+            .push(format!("run '{id}' is suspended: {reason}"));
     }
     eprintln!(
         "contention: {episodes} write-lock holds ({} past the {} ms busy timeout), {client_errors} client calls refused busy; {} runs, {} events checked; ledger {} effects; signals ok/failed/unknown {:?}",
@@ -332,14 +342,19 @@ fn a_full_disk_is_survived_and_every_run_completes() {
         report.violations.push(format!("unexpected panic: {p}"));
     }
     for (id, reason) in &report.suspended_reasons {
-        report.violations.push(format!("run '{id}' is suspended: {reason}"));
+        report
+            .violations
+            .push(format!("run '{id}' is suspended: {reason}"));
     }
     eprintln!(
         "disk full: {episodes} episodes on a 4 MiB tmpfs, {full_errors_seen} full-disk errors logged, worker exits {exits:?}; {} runs, {} events checked; ledger {} effects; signals ok/failed/unknown {:?}",
         report.runs, report.events, ledger.effects, clients.signals
     );
     report.assert_clean(&format!("disk full, {reproduce}"));
-    assert!(full_errors_seen > 0, "the disk never filled up; {reproduce}");
+    assert!(
+        full_errors_seen > 0,
+        "the disk never filled up; {reproduce}"
+    );
     drop(fs);
 }
 

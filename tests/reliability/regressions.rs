@@ -73,3 +73,51 @@ fn a_timer_started_in_the_first_activation_fires_once() {
         assert_eq!(info.status, RunStatus::Completed);
     });
 }
+
+/// An activation whose commit succeeded but reported an error (an fsync error after the
+/// commit frame, for example) must not strand the local activity attempts it created:
+/// they are leased to this worker, which will never run them, and its lease renewal
+/// kept them leased forever, so the run never moved again.
+#[test]
+fn an_ambiguous_commit_does_not_strand_its_activities() {
+    let _serial = support::serial();
+    let dir = TestDir::new("regression-ambiguous");
+    let db = dir.path().join("ambiguous.db");
+    let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
+    let rt = support::runtime();
+    rt.block_on(async {
+        let inner = Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let faulty = Arc::new(crate::fault_store::FaultStore::new(inner.clone(), 1, 0, Duration::ZERO));
+        faulty.script_ambiguous_local_commits(3);
+        let worker = RunningWorker::start(
+            faulty.clone() as SharedStore,
+            WorkerOptions {
+                lease: Duration::from_millis(600),
+                poll_interval: Duration::from_millis(10),
+                ..WorkerOptions::default()
+            },
+        );
+        let mut client = InProcClient::new(inner.clone() as SharedStore, 1);
+        for i in 0..3 {
+            client
+                .start(&Job {
+                    id: format!("ambiguous-{i}"),
+                    workflow: "sequential",
+                    input: serde_json::json!({ "x": i, "n": 3 }),
+                    votes: 0,
+                })
+                .await;
+        }
+        let left = crate::inproc::drive_to_completion(
+            &mut client,
+            inner.as_ref(),
+            Duration::from_secs(15),
+        )
+        .await;
+        worker.stop().await.expect("the worker stops");
+        assert_eq!(faulty.counts().get(crate::fault_store::Fault::Ambiguous), 3);
+        assert!(left.is_empty(), "runs stranded after an ambiguous commit: {left:?}");
+    });
+    let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
+    report.assert_clean("after ambiguous commits");
+}

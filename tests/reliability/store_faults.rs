@@ -52,9 +52,11 @@ fn store_faults_are_survived_and_every_run_completes() {
     let lease = Duration::from_millis(500);
     let rt = support::runtime();
     let (client_log, worker_counts, client_counts, faulty_phase) = rt.block_on(async {
-        let inner = Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let inner =
+            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
         let worker_store = Arc::new(
-            FaultStore::new(inner.clone(), rng.next_u64(), 80, lease * 2).with_thief(lease_thief(&db)),
+            FaultStore::new(inner.clone(), rng.next_u64(), 120, lease * 2)
+                .with_thief(lease_thief(&db)),
         );
         let client_store = Arc::new(FaultStore::new(inner.clone(), rng.next_u64(), 80, lease));
         let worker = RunningWorker::start(
@@ -86,22 +88,37 @@ fn store_faults_are_survived_and_every_run_completes() {
             if next >= runs {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(!worker.is_finished(), "the worker gave up during the faults");
+            assert!(
+                !worker.is_finished(),
+                "the worker gave up during the faults"
+            );
         }
         let faulty_phase = started.elapsed();
         worker_store.set_enabled(false);
         client_store.set_enabled(false);
         // Faults cleared: everything must finish.
-        let left =
-            inproc::drive_to_completion(&mut client, inner.as_ref(), Duration::from_secs(if full { 240 } else { 90 })).await;
+        let left = inproc::drive_to_completion(
+            &mut client,
+            inner.as_ref(),
+            Duration::from_secs(if full { 240 } else { 90 }),
+        )
+        .await;
         assert!(
             left.is_empty(),
             "{} runs did not finish after the faults cleared, e.g. {:?}; {reproduce}",
             left.len(),
             left.iter().take(5).collect::<Vec<_>>()
         );
-        worker.stop().await.unwrap_or_else(|e| panic!("{e}; {reproduce}"));
-        (client.log, worker_store.counts(), client_store.counts(), faulty_phase)
+        worker
+            .stop()
+            .await
+            .unwrap_or_else(|e| panic!("{e}; {reproduce}"));
+        (
+            client.log,
+            worker_store.counts(),
+            client_store.counts(),
+            faulty_phase,
+        )
     });
 
     let (mut report, runs) = check::check_sqlite(&db).expect("the database reads");
@@ -137,7 +154,10 @@ fn store_faults_are_survived_and_every_run_completes() {
         clients.unknown_delivered,
     );
     report.assert_clean(&format!("store faults, {reproduce}"));
-    assert!(total >= min_faults, "only {total} faults injected; {reproduce}");
+    assert!(
+        total >= min_faults,
+        "only {total} faults injected; {reproduce}"
+    );
     assert!(
         worker_counts.get(Fault::Ambiguous) >= min_ambiguous,
         "only {} ambiguous commits; {reproduce}",

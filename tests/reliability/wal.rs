@@ -74,7 +74,9 @@ pub(crate) fn tear(db: &Path, rng: &mut Rng) -> Tear {
         return Tear::Skipped("the WAL index describes another WAL generation".into());
     }
     let max_frame = u64::from(u32_ne(&shm, 16));
-    let backfilled = u64::from(u32_ne(&shm, 96));
+    // A checkpoint copies pages before it advances nBackfill; nBackfillAttempted (at
+    // 128) says how far a checkpoint cut short by the kill may have copied.
+    let backfilled = u64::from(u32_ne(&shm, 96)).max(u64::from(u32_ne(&shm, 128)));
     let frame = 24 + page_size;
     let floor = 32 + backfilled * frame;
     let end = (32 + max_frame * frame).min(wal.len() as u64);

@@ -28,7 +28,11 @@ pub(crate) fn random_job(id: String, rng: &mut crate::support::Rng) -> Job {
         20..=34 => ("fan_out", serde_json::json!({ "x": x, "width": 8 }), 0),
         35..=54 => {
             let delays: Vec<u64> = (0..next(1, 4)).map(|_| next(10, 201)).collect();
-            ("timers", serde_json::json!({ "x": x, "delays_ms": delays }), 0)
+            (
+                "timers",
+                serde_json::json!({ "x": x, "delays_ms": delays }),
+                0,
+            )
         }
         55..=69 => {
             let votes = u32::try_from(next(1, 4)).unwrap_or(1);
@@ -64,6 +68,19 @@ pub(crate) fn poison_job(id: String, workflow: &'static str, spin_ms: u64) -> Jo
         id,
         workflow,
         input: serde_json::json!({ "x": 7, "spin_ms": spin_ms }),
+        votes: 0,
+    }
+}
+
+/// A long-lived run: 8-15 timers of 50-200 ms, each followed by a step, so it has an
+/// event every few hundred milliseconds for a couple of seconds (whoever owns it when a
+/// worker is frozen has work to hand over).
+pub(crate) fn long_job(id: String, rng: &mut crate::support::Rng) -> Job {
+    let delays: Vec<u64> = (0..rng.range(8, 16)).map(|_| rng.range(50, 201)).collect();
+    Job {
+        id,
+        workflow: "timers",
+        input: serde_json::json!({ "x": rng.range(0, 1 << 40), "delays_ms": delays }),
         votes: 0,
     }
 }

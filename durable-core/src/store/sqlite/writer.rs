@@ -125,7 +125,10 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) -> bool {
     let mut succeeded = false;
     // Statements are prepared once and cached: parsing them again for every job was a
     // measurable share of a step.
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]).map(|_| ()));
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]).map(|_| ()))
+    };
     for job in batch {
         if let Err(e) = run("SAVEPOINT job") {
             replies.push(job(Err(super::schema::map_err(path, e))).1);
