@@ -86,10 +86,8 @@ impl ClientThread {
     /// Stops the thread and returns its log.
     pub(crate) fn finish(mut self) -> ClientLog {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            if let Err(panic) = h.join() {
-                std::panic::resume_unwind(panic);
-            }
+        if let Some(Err(panic)) = self.handle.take().map(std::thread::JoinHandle::join) {
+            std::panic::resume_unwind(panic);
         }
         self.shared
             .log

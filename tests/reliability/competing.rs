@@ -107,7 +107,9 @@ fn competing_workers_refuse_stale_writes_and_complete_every_run() {
             .filter(|(s, _)| *s != "running")
             .map(|(_, n)| *n)
             .sum();
-        if counts.get("running").copied().unwrap_or(0) == 0 && finished as usize >= started_runs {
+        if counts.get("running").copied().unwrap_or(0) == 0
+            && usize::try_from(finished).unwrap_or(usize::MAX) >= started_runs
+        {
             Ok(Ok(()))
         } else {
             Err(format!("{counts:?}, {started_runs} started"))

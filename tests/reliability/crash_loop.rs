@@ -239,7 +239,9 @@ fn crash_loop_loses_nothing_and_duplicates_no_recorded_step() {
                     mid_frame,
                     frames,
                 } => {
-                    eprintln!("cycle {cycle}: WAL torn from {from} to {to} bytes ({frames} frames)");
+                    eprintln!(
+                        "cycle {cycle}: WAL torn from {from} to {to} bytes ({frames} frames)"
+                    );
                     figures.tears += 1;
                     figures.frames_torn += frames;
                     if mid_frame {

@@ -414,6 +414,14 @@ pub(crate) async fn panicky(_ctx: WorkflowContext, input: PoisonIn) -> Result<u6
     );
 }
 
+/// Poison: aborts the worker process in every activation (a crash no `catch_unwind`
+/// contains: a stack overflow, an abort in native code).
+#[workflow]
+pub(crate) async fn aborter(_ctx: WorkflowContext, input: PoisonIn) -> Result<u64, WorkflowError> {
+    eprintln!("poison run {}: aborting the worker process", input.x);
+    std::process::abort();
+}
+
 /// Poison: spins without yielding for `spin_ms` in every activation (bounded, so an
 /// abandoned engine thread comes back eventually), then does a step.
 #[workflow]
@@ -453,6 +461,7 @@ pub(crate) fn registry() -> Registry {
         .workflow::<saga>()
         .workflow::<panicky>()
         .workflow::<spinner>()
+        .workflow::<aborter>()
         .activity::<step>()
         .activity::<flaky>()
         .activity::<charge>()
@@ -542,12 +551,7 @@ pub(crate) fn expected(
             let amount = (0..i.legs).fold(i.x, |a, k| mix(a, mix(i.x, 500 + u64::from(k))));
             done(&mix(amount, 4242))
         }
-        "panicky" | "spinner" => Ok(Expected::Suspended),
+        "panicky" | "spinner" | "aborter" => Ok(Expected::Suspended),
         other => Err(format!("unknown kitchen-sink workflow {other:?}")),
     }
-}
-
-/// True for the poison workflows, which must end suspended.
-pub(crate) fn is_poison(workflow: &str) -> bool {
-    matches!(workflow, "panicky" | "spinner")
 }

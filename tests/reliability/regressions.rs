@@ -86,8 +86,14 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
     let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
     let rt = support::runtime();
     rt.block_on(async {
-        let inner = Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
-        let faulty = Arc::new(crate::fault_store::FaultStore::new(inner.clone(), 1, 0, Duration::ZERO));
+        let inner =
+            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let faulty = Arc::new(crate::fault_store::FaultStore::new(
+            inner.clone(),
+            1,
+            0,
+            Duration::ZERO,
+        ));
         faulty.script_ambiguous_local_commits(3);
         let worker = RunningWorker::start(
             faulty.clone() as SharedStore,
@@ -116,7 +122,10 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
         .await;
         worker.stop().await.expect("the worker stops");
         assert_eq!(faulty.counts().get(crate::fault_store::Fault::Ambiguous), 3);
-        assert!(left.is_empty(), "runs stranded after an ambiguous commit: {left:?}");
+        assert!(
+            left.is_empty(),
+            "runs stranded after an ambiguous commit: {left:?}"
+        );
     });
     let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
     report.assert_clean("after ambiguous commits");

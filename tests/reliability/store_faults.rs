@@ -41,7 +41,7 @@ fn store_faults_are_survived_and_every_run_completes() {
     let (mut rng, seed) = Rng::from_env(name);
     let reproduce = support::reproduce(seed, name);
     let (runs, min_faults, min_ambiguous, cap) = if full {
-        (2000, 10_000, 500, Duration::from_secs(240))
+        (2000, 10_000, 500, Duration::from_secs(600))
     } else {
         (300, 1000, 50, Duration::from_secs(60))
     };

@@ -108,13 +108,13 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                eprintln!(
-                    "test failed: its database, ledger and logs are kept in {}",
-                    dir.keep().display()
-                );
-            }
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!(
+                "test failed: its database, ledger and logs are kept in {}",
+                dir.keep().display()
+            );
         }
     }
 }

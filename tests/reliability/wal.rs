@@ -92,7 +92,7 @@ pub(crate) fn tear(db: &Path, rng: &mut Rng) -> Tear {
         (floor + keep * frame, false)
     } else {
         let to = rng.range(floor, end);
-        (to, (to - 32) % frame != 0)
+        (to, !(to - 32).is_multiple_of(frame))
     };
     let file = std::fs::OpenOptions::new()
         .write(true)

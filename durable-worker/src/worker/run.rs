@@ -482,6 +482,23 @@ impl RunActor {
                 self.shared
                     .engine()
                     .send(EngineMsg::Evict(self.key, self.fence));
+                if matches!(e, StoreError::Io(_) | StoreError::Other(_)) {
+                    // The commit may have landed all the same (an error after the commit
+                    // frame): its local attempts would then stay leased to this worker,
+                    // which will not run them, and its renewals would keep them leased.
+                    // Hand them back; one that does not exist is refused, harmlessly.
+                    for (_, seq, ..) in &local_tasks {
+                        let error = ActivityError::retryable(
+                            "CommitUnknown",
+                            "the activation that scheduled this attempt may not have been recorded",
+                        );
+                        let retry = AttemptResult::Retry {
+                            error,
+                            next_attempt_at_ms: clock::now_ms(),
+                        };
+                        activities::report(&self.shared, self.key, *seq, 1, retry).await;
+                    }
+                }
                 return self.store_failed(e, local_results).await;
             }
         };

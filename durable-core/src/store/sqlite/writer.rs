@@ -129,12 +129,29 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>, path: &str) -> bool {
         conn.prepare_cached(sql)
             .and_then(|mut s| s.execute([]).map(|_| ()))
     };
-    for job in batch {
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
         if let Err(e) = run("SAVEPOINT job") {
             replies.push(job(Err(super::schema::map_err(path, e))).1);
             continue;
         }
         let (failed, reply) = job(Ok(conn));
+        if failed && conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (it may, on SQLITE_FULL, an i/o
+            // error or out of memory): the jobs before this one are undone, and the
+            // ones after it would each commit on their own, outside any transaction,
+            // while being told the batch failed. Answer the undone ones, and run the
+            // rest as a batch of their own.
+            let undone = StoreError::Io(format!(
+                "{path}: the transaction was rolled back after another write in it failed; nothing of this write was recorded"
+            ));
+            for earlier in replies {
+                earlier(Err(undone.clone()));
+            }
+            reply(Err(undone));
+            let rest: Vec<WriteJob> = jobs.collect();
+            return !rest.is_empty() && run_batch(conn, rest, path);
+        }
         if failed {
             let _ = run("ROLLBACK TO job");
             let _ = run("RELEASE job");
@@ -239,5 +256,60 @@ impl Readers {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn insert(sql: &'static str) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send {
+        move |c| {
+            c.execute(sql, [])
+                .map(|_| ())
+                .map_err(|e| super::super::schema::map_err("test.db", e))
+        }
+    }
+
+    /// A write that fills the disk makes SQLite roll back the whole transaction. The
+    /// jobs batched after it then ran outside any transaction, each committing on its
+    /// own, while the batch told every job it had failed: writes on disk that their
+    /// callers believed lost. Every job answered Ok must be on disk, and no other.
+    #[test]
+    fn a_write_that_fills_the_disk_leaves_no_write_unacknowledged()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("test.db");
+        let conn = Connection::open(&path)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.execute_batch("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 30;")?;
+        let writer = Writer::spawn(conn, "test.db".into());
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        // Keep the writer busy so that the next jobs queue up and form one batch.
+        let hold = writer.submit(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let before = writer.submit(insert("INSERT INTO t VALUES (zeroblob(100))"));
+        let full = writer.submit(insert("INSERT INTO t VALUES (randomblob(400000))"));
+        let after = writer.submit(insert("INSERT INTO t VALUES (zeroblob(100))"));
+        rt.block_on(hold)?;
+        let answers = [rt.block_on(before), rt.block_on(full), rt.block_on(after)];
+        writer.shutdown();
+        assert!(
+            answers[1].is_err(),
+            "the write over max_page_count must fail"
+        );
+        let acknowledged = answers.iter().filter(|a| a.is_ok()).count();
+        let check = Connection::open(&path)?;
+        let rows: i64 = check.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+        assert_eq!(
+            usize::try_from(rows)?,
+            acknowledged,
+            "rows on disk vs writes answered Ok: {answers:?}"
+        );
+        Ok(())
     }
 }
