@@ -27,10 +27,11 @@ fn competing_workers_refuse_stale_writes_and_complete_every_run() {
     let name = "competing_workers_refuse_stale_writes_and_complete_every_run";
     let (mut rng, seed) = Rng::from_env(name);
     let reproduce = support::reproduce(seed, name);
+    // Runs the client may start: it starts them until the last thaw, then drains.
     let (runs, pace, stops) = if full {
-        (1200, Duration::from_millis(40), 60)
+        (5000, Duration::from_millis(15), 60)
     } else {
-        (300, Duration::from_millis(40), 12)
+        (1000, Duration::from_millis(15), 12)
     };
     let dir = TestDir::new("competing");
     let db = dir.path().join("chaos.db");

@@ -15,7 +15,7 @@ pub(crate) struct Job {
     pub(crate) votes: u32,
 }
 
-/// A mixed job drawn with `next(lo, hi)` (a seeded random source returning `lo..hi`).
+/// A mixed job drawn from `rng`.
 pub(crate) fn random_job(id: String, rng: &mut crate::support::Rng) -> Job {
     let mut next = |lo, hi| rng.range(lo, hi);
     let x = next(0, 1 << 40);
@@ -72,11 +72,11 @@ pub(crate) fn poison_job(id: String, workflow: &'static str, spin_ms: u64) -> Jo
     }
 }
 
-/// A long-lived run: 8-15 timers of 50-200 ms, each followed by a step, so it has an
+/// A long-lived run: 10-19 timers of 50-200 ms, each followed by a step, so it has an
 /// event every few hundred milliseconds for a couple of seconds (whoever owns it when a
 /// worker is frozen has work to hand over).
 pub(crate) fn long_job(id: String, rng: &mut crate::support::Rng) -> Job {
-    let delays: Vec<u64> = (0..rng.range(8, 16)).map(|_| rng.range(50, 201)).collect();
+    let delays: Vec<u64> = (0..rng.range(10, 20)).map(|_| rng.range(50, 201)).collect();
     Job {
         id,
         workflow: "timers",
