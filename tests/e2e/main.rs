@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod debugging;
 mod replay;
 mod support;
 mod workflows;
