@@ -91,6 +91,8 @@ pub(crate) struct FaultStore<S: Store + ?Sized> {
     /// Commits that create local activity attempts still to be made ambiguous, whatever
     /// the rate (a scripted fault for regression tests).
     scripted_ambiguous: AtomicU64,
+    /// Lease renewals fail (busy) while set.
+    fail_renewals: AtomicBool,
 }
 
 /// Whether a call writes (and so can commit ambiguously) or only reads.
@@ -114,7 +116,13 @@ impl<S: Store + ?Sized> FaultStore<S> {
             counts: Arc::new(FaultCounts::default()),
             thief: None,
             scripted_ambiguous: AtomicU64::new(0),
+            fail_renewals: AtomicBool::new(false),
         }
+    }
+
+    /// Makes every lease renewal fail (busy) while `on`.
+    pub(crate) fn fail_renewals(&self, on: bool) {
+        self.fail_renewals.store(on, Ordering::SeqCst);
     }
 
     /// Makes the next `n` commits that create local activity attempts ambiguous.
@@ -272,6 +280,9 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
     }
 
     async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError> {
+        if self.fail_renewals.load(Ordering::SeqCst) {
+            return Err(StoreError::Busy("injected: renewals fail".into()));
+        }
         self.around(Call::Write, None, self.inner.renew_leases(worker, lease))
             .await
     }

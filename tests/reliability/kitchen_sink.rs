@@ -167,6 +167,19 @@ pub(crate) async fn refund(ctx: ActivityContext, x: u64) -> Result<u64, Activity
     Ok(out)
 }
 
+/// Sleeps `first_ms` in its first attempt only, then returns `mix(x, 31)`: a first
+/// attempt that outlives its lease while a later one finishes at once.
+#[activity]
+pub(crate) async fn nap(ctx: ActivityContext, x: u64, first_ms: u64) -> Result<u64, ActivityError> {
+    let start = ledger::now_us();
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(first_ms)).await;
+    }
+    let out = mix(x, 31);
+    ledger_write(&ctx, start, Some(out));
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------
 // Workflows
 // ---------------------------------------------------------------------------------------
@@ -405,6 +418,27 @@ pub(crate) async fn saga(ctx: WorkflowContext, input: SagaIn) -> Result<u64, Wor
     }
 }
 
+/// The input of `napper`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub(crate) struct NapIn {
+    /// The seed value.
+    pub(crate) x: u64,
+    /// How long the first attempt of each nap sleeps.
+    pub(crate) first_ms: u64,
+}
+
+/// A nap, a timer that outlasts the nap's first attempt, and a short nap.
+#[workflow]
+pub(crate) async fn napper(ctx: WorkflowContext, input: NapIn) -> Result<u64, WorkflowError> {
+    let a = ctx
+        .activity::<nap>((input.x, input.first_ms))
+        .retry(quick_retries())
+        .await?;
+    ctx.sleep(Duration::from_millis(input.first_ms + 400)).await;
+    let b = ctx.activity::<nap>((a, 0)).retry(quick_retries()).await?;
+    Ok(b)
+}
+
 /// Poison: panics in every activation.
 #[workflow]
 pub(crate) async fn panicky(_ctx: WorkflowContext, input: PoisonIn) -> Result<u64, WorkflowError> {
@@ -462,10 +496,12 @@ pub(crate) fn registry() -> Registry {
         .workflow::<panicky>()
         .workflow::<spinner>()
         .workflow::<aborter>()
+        .workflow::<napper>()
         .activity::<step>()
         .activity::<flaky>()
         .activity::<charge>()
         .activity::<refund>()
+        .activity::<nap>()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -550,6 +586,10 @@ pub(crate) fn expected(
             }
             let amount = (0..i.legs).fold(i.x, |a, k| mix(a, mix(i.x, 500 + u64::from(k))));
             done(&mix(amount, 4242))
+        }
+        "napper" => {
+            let i: NapIn = dec(input)?;
+            done(&mix(mix(i.x, 31), 31))
         }
         "panicky" | "spinner" | "aborter" => Ok(Expected::Suspended),
         other => Err(format!("unknown kitchen-sink workflow {other:?}")),

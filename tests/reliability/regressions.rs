@@ -130,3 +130,75 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
     let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
     report.assert_clean("after ambiguous commits");
 }
+
+/// A local attempt that outlived its lease while another attempt of the same activity
+/// finished and was recorded through the inbox still delivered its result to the run
+/// actor, which applied it as a second answer to the command: the activation failed as
+/// malformed history and the run was suspended. Fixed in
+/// `durable-worker/src/worker/run.rs`: the actor applies a local result only for a local
+/// attempt still pending, and hands any other to the store, which refuses it.
+#[test]
+fn a_superseded_local_attempt_does_not_answer_its_command_twice() {
+    let _serial = support::serial();
+    let dir = TestDir::new("regression-superseded");
+    let db = dir.path().join("superseded.db");
+    let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
+    let rt = support::runtime();
+    rt.block_on(async {
+        let inner =
+            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let faulty = Arc::new(crate::fault_store::FaultStore::new(
+            inner.clone(),
+            1,
+            0,
+            Duration::ZERO,
+        ));
+        let worker = RunningWorker::start(
+            faulty.clone() as SharedStore,
+            WorkerOptions {
+                lease: Duration::from_millis(150),
+                poll_interval: Duration::from_millis(10),
+                ..WorkerOptions::default()
+            },
+        );
+        let mut client = InProcClient::new(inner.clone() as SharedStore, 1);
+        // The first nap's first attempt sleeps 800 ms; renewals fail for 400 ms, so its
+        // lease runs out, a second attempt finishes at once, the run goes on to wait on a
+        // timer, and then the first attempt's result arrives.
+        faulty.fail_renewals(true);
+        client
+            .start(&Job {
+                id: "napper".into(),
+                workflow: "napper",
+                input: serde_json::json!({ "x": 5, "first_ms": 800 }),
+                votes: 0,
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        faulty.fail_renewals(false);
+        let left = crate::inproc::drive_to_completion(
+            &mut client,
+            inner.as_ref(),
+            Duration::from_secs(15),
+        )
+        .await;
+        worker.stop().await.expect("the worker stops");
+        assert!(left.is_empty(), "the run did not finish: {left:?}");
+    });
+    let (report, runs) = crate::check::check_sqlite(&db).expect("the database reads");
+    report.assert_clean("after a superseded local attempt");
+    assert_eq!(
+        runs[0].info.status,
+        RunStatus::Completed,
+        "{:?}",
+        runs[0].info.reason
+    );
+    let attempts: i64 = crate::ledger::open(&dir.path().join("ledger.db"))
+        .expect("the ledger opens")
+        .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+        .expect("the ledger reads");
+    assert!(
+        attempts >= 3,
+        "the first nap ran only once: the lease never ran out"
+    );
+}

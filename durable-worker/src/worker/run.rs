@@ -73,6 +73,11 @@ struct RunActor {
     /// duplicate (armed twice, or fired meanwhile through the store's sweep) and is
     /// dropped, since applying a second `TimerFired` would fail the activation.
     armed: std::collections::HashSet<CommandSeq>,
+    /// Activities with a local attempt this actor started and whose result it has not
+    /// applied. A local result for any other command is stale (the attempt was
+    /// superseded and another one's result came through the inbox): applying it would
+    /// answer the command twice and fail the activation.
+    local_pending: std::collections::HashSet<CommandSeq>,
     /// The sleeping tasks of local timers, aborted when the actor ends so an evicted
     /// run keeps nothing in memory.
     timer_tasks: Vec<tokio::task::AbortHandle>,
@@ -185,6 +190,7 @@ fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
         fresh: true,
         handle: handle.clone(),
         armed: std::collections::HashSet::new(),
+        local_pending: std::collections::HashSet::new(),
         timer_tasks: Vec::new(),
     };
     handle.send(RunMsg::Wake);
@@ -348,15 +354,30 @@ impl RunActor {
         let mut inbound: Vec<(i64, EventKind)> =
             inbox.into_iter().map(|i| (i.time_ms, i.kind)).collect();
         for (_, kind) in &inbound {
-            if let EventKind::TimerFired { seq } = kind {
-                self.armed.remove(seq);
+            match kind {
+                EventKind::TimerFired { seq } => {
+                    self.armed.remove(seq);
+                }
+                EventKind::ActivityCompleted { seq, .. }
+                | EventKind::ActivityFailed { seq, .. } => {
+                    self.local_pending.remove(seq);
+                }
+                _ => {}
             }
         }
         let mut finished_activities = Vec::new();
         let mut fired_timers = Vec::new();
         let mut local_results = Vec::new();
+        let mut stale = Vec::new();
         for l in locals {
             if l.fired_timer.is_some_and(|seq| !self.armed.remove(&seq)) {
+                continue;
+            }
+            if l.finished_activity
+                .is_some_and(|(seq, _)| !self.local_pending.remove(&seq))
+            {
+                // Let the store refuse it (or, should it still be current, record it).
+                stale.push(l);
                 continue;
             }
             finished_activities.extend(l.finished_activity);
@@ -371,6 +392,7 @@ impl RunActor {
             }
             inbound.push((l.time_ms, l.kind));
         }
+        self.fallback(stale).await;
         if history.is_none() && inbound.is_empty() {
             return Next::Continue;
         }
@@ -513,6 +535,7 @@ impl RunActor {
         let now = clock::now_ms();
         for (i, seq, name, input, options) in local_tasks {
             let _ = i;
+            self.local_pending.insert(seq);
             activities::spawn_attempt(
                 self.shared.clone(),
                 AttemptSpec {
