@@ -225,7 +225,7 @@ impl TestEnv {
     /// #     type Output = String;
     /// #     const NAME: &'static str = "charge_card";
     /// #     fn run(_: ActivityContext, _: u64) -> BoxFuture<'static, Result<String, ActivityError>> {
-    /// #         unimplemented!()
+    /// #         Box::pin(async { Ok(String::new()) })
     /// #     }
     /// # }
     /// let env = TestEnv::new(Registry::new())
