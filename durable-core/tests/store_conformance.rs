@@ -304,6 +304,7 @@ conformance_tests!(
     concurrent_commits_all_land,
     activities_are_claimed_reported_and_retried,
     activities_are_routed_by_task_queue,
+    renewal_extends_only_the_listed_attempts,
     reset_run_and_resume,
     namespaces_isolate_runs,
 );

@@ -37,7 +37,7 @@ struct Tier {
 
 const LEASE_MS: &str = "400";
 const ACTIVATION_DEADLINE_MS: &str = "300";
-const MAX_ACTIVATION_FAILURES: &str = "10";
+const MAX_ACTIVATION_FAILURES: &str = "5";
 /// How long the spinning poison run spins per activation.
 const SPIN_MS: u64 = 1500;
 

@@ -91,6 +91,8 @@ pub(crate) struct FaultStore<S: Store + ?Sized> {
     /// Commits that create local activity attempts still to be made ambiguous, whatever
     /// the rate (a scripted fault for regression tests).
     scripted_ambiguous: AtomicU64,
+    /// Activity claims that took attempts still to be reported as failed.
+    scripted_ambiguous_claims: AtomicU64,
     /// Lease renewals fail (busy) while set.
     fail_renewals: AtomicBool,
 }
@@ -116,6 +118,7 @@ impl<S: Store + ?Sized> FaultStore<S> {
             counts: Arc::new(FaultCounts::default()),
             thief: None,
             scripted_ambiguous: AtomicU64::new(0),
+            scripted_ambiguous_claims: AtomicU64::new(0),
             fail_renewals: AtomicBool::new(false),
         }
     }
@@ -128,6 +131,12 @@ impl<S: Store + ?Sized> FaultStore<S> {
     /// Makes the next `n` commits that create local activity attempts ambiguous.
     pub(crate) fn script_ambiguous_local_commits(&self, n: u64) {
         self.scripted_ambiguous.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` activity claims that take attempts report an error after
+    /// taking them (the answer lost on the way back).
+    pub(crate) fn script_ambiguous_claims(&self, n: u64) {
+        self.scripted_ambiguous_claims.store(n, Ordering::SeqCst);
     }
 
     /// Lets the wrapper take leases away (for [`Fault::LostLease`]).
@@ -279,12 +288,21 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
             .await
     }
 
-    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        attempts: &[(RunKey, CommandSeq)],
+    ) -> Result<(), StoreError> {
         if self.fail_renewals.load(Ordering::SeqCst) {
             return Err(StoreError::Busy("injected: renewals fail".into()));
         }
-        self.around(Call::Write, None, self.inner.renew_leases(worker, lease))
-            .await
+        self.around(
+            Call::Write,
+            None,
+            self.inner.renew_leases(worker, lease, attempts),
+        )
+        .await
     }
 
     async fn claim_activities(
@@ -295,13 +313,26 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ActivityTask>, StoreError> {
-        self.around(
-            Call::Write,
-            None,
-            self.inner
-                .claim_activities(worker, names, queues, limit, lease),
-        )
-        .await
+        let tasks = self
+            .around(
+                Call::Write,
+                None,
+                self.inner
+                    .claim_activities(worker, names, queues, limit, lease),
+            )
+            .await?;
+        if !tasks.is_empty()
+            && self
+                .scripted_ambiguous_claims
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.counts.0[Fault::Ambiguous as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Io(
+                "injected: the claim's answer was lost (it took the attempts)".into(),
+            ));
+        }
+        Ok(tasks)
     }
 
     async fn report_attempt(

@@ -202,3 +202,171 @@ fn a_superseded_local_attempt_does_not_answer_its_command_twice() {
         "the first nap ran only once: the lease never ran out"
     );
 }
+
+/// Bug: a crash counted against every ready run the dead worker held, so a run that
+/// aborts the process in each activation got the innocent runs claimed with it
+/// suspended too (27 of 28 suspended runs were bystanders in the reproduction). Fixed in
+/// `durable-worker/src/worker/run.rs`: runs claimed with failures are on probation and
+/// are activated in ever smaller groups (alone after three failures), the others handed
+/// back meanwhile, so only the run that brings the process down reaches the limit.
+#[test]
+fn a_process_aborting_run_does_not_get_its_bystanders_suspended() {
+    let _serial = support::serial();
+    let dir = TestDir::new("regression-bystanders");
+    let db = dir.path().join("abort.db");
+    let ledger = dir.path().join("ledger.db");
+    let start = |workflow: &str, id: &str, input: String| {
+        let out = support::chaos(&db, &ledger)
+            .args(["start", workflow, "--id", id, "--input", &input])
+            .output()
+            .expect("chaos-worker runs");
+        assert!(
+            out.status.success(),
+            "start {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for i in 0..20 {
+        start(
+            "sequential",
+            &format!("s{i}"),
+            format!(r#"{{"x":{i},"n":4}}"#),
+        );
+    }
+    start("aborter", "poison", r#"{"x":1,"spin_ms":0}"#.to_owned());
+    for i in 0..20 {
+        start(
+            "sequential",
+            &format!("t{i}"),
+            format!(r#"{{"x":{i},"n":4}}"#),
+        );
+    }
+    let mut aborts = 0;
+    let mut settled = false;
+    for round in 0..12 {
+        let log = dir.path().join(format!("worker-{round}.log"));
+        let mut worker = support::WorkerProc::spawn(
+            support::chaos(&db, &ledger),
+            &["--lease-ms", "200", "--poll-ms", "20"],
+            &log,
+        );
+        // The worker either aborts on the poison run or, once that is suspended,
+        // finishes the rest and idles.
+        let outcome = support::wait_until(Duration::from_secs(15), || {
+            if let Some(status) = worker.try_wait() {
+                return Ok(Some(status));
+            }
+            let counts = support::status_counts(&db);
+            let running = counts.get("running").copied().unwrap_or(0);
+            if running == 0 {
+                Ok(None)
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        });
+        match outcome {
+            Ok(Some(status)) => {
+                assert_eq!(
+                    support::exit_signal(Some(status)),
+                    Some(6),
+                    "the worker ended {} instead of aborting: {}",
+                    support::describe_exit(Some(status)),
+                    worker.log_tail(20)
+                );
+                aborts += 1;
+            }
+            Ok(None) => {
+                settled = true;
+                break;
+            }
+            Err(state) => panic!("round {round}: runs neither finished nor aborted: {state}"),
+        }
+    }
+    assert!(
+        settled,
+        "the poison run was never suspended after {aborts} aborts"
+    );
+    let conn = support::read_only(&db);
+    let mut stmt = conn
+        .prepare("SELECT workflow_id, status, activation_failures FROM runs ORDER BY workflow_id")
+        .expect("the runs table exists");
+    let rows: Vec<(String, String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("the query runs")
+        .collect::<Result<_, _>>()
+        .expect("the rows read");
+    assert_eq!(rows.len(), 41);
+    for (id, status, failures) in &rows {
+        if id == "poison" {
+            assert_eq!(status, "suspended", "the poison run ended {status}");
+        } else {
+            assert_eq!(
+                status, "completed",
+                "bystander {id} ended {status} with {failures} failures ({aborts} aborts)"
+            );
+        }
+    }
+    assert!(
+        aborts >= 5,
+        "the poison run was suspended after only {aborts} aborts"
+    );
+}
+
+/// Bug: an activity claim that took attempts but reported an error (its answer lost)
+/// left them leased to the worker, which never ran them, while its lease renewal
+/// extended every attempt leased to it: the runs waited forever. Fixed in
+/// `durable-worker` and both stores: a worker renews only the attempts it runs or holds
+/// a result of, so the lost ones expire and are claimed again.
+#[test]
+fn an_ambiguous_activity_claim_does_not_strand_its_attempts() {
+    let _serial = support::serial();
+    let dir = TestDir::new("regression-ambiguous-claim");
+    let db = dir.path().join("claim.db");
+    let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
+    let rt = support::runtime();
+    rt.block_on(async {
+        let inner =
+            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
+        let faulty = Arc::new(crate::fault_store::FaultStore::new(
+            inner.clone(),
+            1,
+            0,
+            Duration::ZERO,
+        ));
+        // A retried attempt is claimed through `claim_activities`; lose the first answers.
+        faulty.script_ambiguous_claims(3);
+        let worker = RunningWorker::start(
+            faulty.clone() as SharedStore,
+            WorkerOptions {
+                lease: Duration::from_millis(600),
+                poll_interval: Duration::from_millis(10),
+                ..WorkerOptions::default()
+            },
+        );
+        let mut client = InProcClient::new(inner.clone() as SharedStore, 1);
+        for i in 0..3 {
+            client
+                .start(&Job {
+                    id: format!("claim-lost-{i}"),
+                    workflow: "retrying",
+                    input: serde_json::json!({ "x": i, "fail_first": 2 }),
+                    votes: 0,
+                })
+                .await;
+        }
+        let left = crate::inproc::drive_to_completion(
+            &mut client,
+            inner.as_ref(),
+            Duration::from_secs(15),
+        )
+        .await;
+        worker.stop().await.expect("the worker stops");
+        assert_eq!(faulty.counts().get(crate::fault_store::Fault::Ambiguous), 3);
+        assert!(
+            left.is_empty(),
+            "runs stranded after lost activity claims: {left:?}"
+        );
+    });
+    let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
+    report.assert_clean("after lost activity claims");
+}

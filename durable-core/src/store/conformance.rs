@@ -55,6 +55,7 @@ pub const CHECKS: &[&str] = &[
     "concurrent_commits_all_land",
     "activities_are_claimed_reported_and_retried",
     "activities_are_routed_by_task_queue",
+    "renewal_extends_only_the_listed_attempts",
     "reset_run_and_resume",
     "namespaces_isolate_runs",
 ];
@@ -95,6 +96,9 @@ pub async fn run(name: &str, open: Opener<'_>) {
             activities_are_claimed_reported_and_retried(open).await
         }
         "activities_are_routed_by_task_queue" => activities_are_routed_by_task_queue(open).await,
+        "renewal_extends_only_the_listed_attempts" => {
+            renewal_extends_only_the_listed_attempts(open).await
+        }
         "reset_run_and_resume" => reset_run_and_resume(open).await,
         "namespaces_isolate_runs" => namespaces_isolate_runs(open).await,
         other => panic!("no conformance check named {other:?}; see CHECKS"),
@@ -429,7 +433,7 @@ pub async fn expired_lease_is_taken_over_with_a_new_fence(open: Opener<'_>) {
 
     // Renewed leases hold past their first expiry.
     store
-        .renew_leases(&w1, Duration::from_secs(3))
+        .renew_leases(&w1, Duration::from_secs(3), &[])
         .await
         .expect("renew_leases");
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(300)).await;
@@ -440,7 +444,7 @@ pub async fn expired_lease_is_taken_over_with_a_new_fence(open: Opener<'_>) {
         "a renewed lease keeps other workers out"
     );
     store
-        .renew_leases(&w1, SHORT_LEASE)
+        .renew_leases(&w1, SHORT_LEASE, &[])
         .await
         .expect("renew_leases");
 
@@ -1107,6 +1111,59 @@ pub async fn activities_are_claimed_reported_and_retried(open: Opener<'_>) {
         claimed.fence,
         "a result makes the run ready for its owner"
     );
+}
+
+/// A worker renews the runs it owns and the attempts it names; an attempt leased to it
+/// that it does not name (a claim whose answer it never got) expires and is claimed
+/// again.
+pub async fn renewal_extends_only_the_listed_attempts(open: Opener<'_>) {
+    let store = open("renewal").await;
+    let (w1, w2, w3) = (worker("w1"), worker("w2"), worker("w3"));
+    let run = start(&store, "renew-1").await;
+    let claimed = must_claim(&store, &w1, &run, LONG_LEASE).await;
+    store
+        .commit(Commit {
+            activities: vec![task(1, "charge", "", false), task(2, "ship", "", false)],
+            lease: LONG_LEASE,
+            ..commit(
+                &claimed,
+                &w1,
+                1,
+                vec![scheduled(1, "charge", None), scheduled(2, "ship", None)],
+            )
+        })
+        .await
+        .expect("scheduling activities");
+    let names = strings(&["charge", "ship"]);
+    let default = strings(DEFAULT_QUEUE);
+    let got = store
+        .claim_activities(&w2, &names, &default, 10, SHORT_LEASE)
+        .await
+        .expect("claim_activities");
+    assert_eq!(got.len(), 2, "w2 holds both attempts");
+    // w2 knows of the first only.
+    store
+        .renew_leases(&w2, LONG_LEASE, &[(run.key, CommandSeq(1))])
+        .await
+        .expect("renew_leases");
+    let taken = eventually(
+        "the unnamed attempt's lease to expire",
+        Duration::from_secs(10),
+        || async {
+            let got = store
+                .claim_activities(&w3, &names, &default, 10, LONG_LEASE)
+                .await
+                .expect("claim_activities");
+            (!got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(
+        taken.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        vec![CommandSeq(2)],
+        "only the attempt w2 did not name is taken over; the named one stays w2's"
+    );
+    assert_eq!(taken[0].attempt, 2);
 }
 
 /// Activities on a named task queue are claimed only by workers serving that queue.

@@ -339,8 +339,17 @@ pub trait Store: Send + Sync + 'static {
     /// Hands back leases (graceful shutdown, cache eviction).
     async fn release_runs(&self, worker: &WorkerId, keys: &[RunKey]) -> Result<(), StoreError>;
 
-    /// Extends every lease `worker` holds (runs and activity attempts).
-    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError>;
+    /// Extends the leases of the runs `worker` owns and of `attempts`, the activity
+    /// attempts it is running or holds a result of. An attempt leased to `worker` but not
+    /// in `attempts` (a claim whose answer was lost, a commit reported failed that
+    /// landed) is not renewed: it expires and is claimed again, rather than staying
+    /// leased to a worker that will never run it.
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        attempts: &[(RunKey, CommandSeq)],
+    ) -> Result<(), StoreError>;
 
     /// Claims up to `limit` due activity attempts whose name is in `names` and whose
     /// task queue is in `queues` (the empty string is the default queue), so a pool of

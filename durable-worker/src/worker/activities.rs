@@ -41,6 +41,7 @@ pub(crate) enum Reporter {
 }
 
 pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
+    shared.hold_attempt(spec.key, spec.seq);
     tokio::spawn(async move {
         let Ok(_permit) = shared.activity_slots.clone().acquire_owned().await else {
             return;
@@ -185,6 +186,19 @@ fn next_attempt_at(
 
 /// Records an attempt's result through the store, retrying a busy store briefly.
 pub(crate) async fn report(
+    shared: &Arc<Shared>,
+    key: RunKey,
+    seq: CommandSeq,
+    attempt: u32,
+    result: AttemptResult,
+) {
+    record(shared, key, seq, attempt, result).await;
+    // Recorded, refused or given up on: either way its lease is no longer this
+    // worker's to keep.
+    shared.drop_attempt(key, seq);
+}
+
+async fn record(
     shared: &Arc<Shared>,
     key: RunKey,
     seq: CommandSeq,

@@ -6,7 +6,7 @@ mod engine;
 mod run;
 
 use crate::error::WorkerError;
-use durable_core::ids::{RunKey, WorkerId};
+use durable_core::ids::{CommandSeq, RunKey, WorkerId};
 use durable_core::payload::DEFAULT_MAX_PAYLOAD_BYTES;
 use durable_core::registry::Registry;
 use durable_core::store::SharedStore;
@@ -85,6 +85,13 @@ pub(crate) struct Shared {
     engine: Mutex<EngineHandle>,
     pub(crate) runs: Mutex<HashMap<RunKey, RunHandle>>,
     pub(crate) activity_slots: Arc<Semaphore>,
+    /// Slots for runs on probation (claimed with `activation_failures > 0`), see
+    /// `run::PROBATION_SLOTS`.
+    pub(crate) probation: Arc<Semaphore>,
+    /// The activity attempts this worker runs, or holds a result of that is not yet
+    /// recorded: the only attempts whose leases it renews.
+    /// Counted, since a superseded attempt and its successor can both be here.
+    pub(crate) attempts: Mutex<HashMap<(RunKey, CommandSeq), u32>>,
     pub(crate) activity_names: Vec<String>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -113,6 +120,25 @@ impl Shared {
         match self.engine.lock() {
             Ok(e) => e.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Notes that this worker runs (or holds the result of) an activity attempt.
+    pub(crate) fn hold_attempt(&self, key: RunKey, seq: CommandSeq) {
+        if let Ok(mut held) = self.attempts.lock() {
+            *held.entry((key, seq)).or_insert(0) += 1;
+        }
+    }
+
+    /// Notes that an attempt's result was recorded or handed on.
+    pub(crate) fn drop_attempt(&self, key: RunKey, seq: CommandSeq) {
+        if let Ok(mut held) = self.attempts.lock()
+            && let std::collections::hash_map::Entry::Occupied(mut e) = held.entry((key, seq))
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 
@@ -171,6 +197,8 @@ impl Worker {
             store,
             registry,
             activity_slots: Arc::new(Semaphore::new(options.max_concurrent_activities.max(1))),
+            probation: Arc::new(Semaphore::new(run::PROBATION_SLOTS as usize)),
+            attempts: Mutex::new(HashMap::new()),
             options,
             runs: Mutex::new(HashMap::new()),
             activity_names,
@@ -340,9 +368,13 @@ async fn lease_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         if shared.is_shutting_down() {
             return Ok(());
         }
+        let attempts: Vec<(RunKey, CommandSeq)> = match shared.attempts.lock() {
+            Ok(held) => held.keys().copied().collect(),
+            Err(poisoned) => poisoned.into_inner().keys().copied().collect(),
+        };
         if let Err(e) = shared
             .store
-            .renew_leases(&shared.id, shared.options.lease)
+            .renew_leases(&shared.id, shared.options.lease, &attempts)
             .await
         {
             tracing::warn!(error = %e, "renewing leases failed");

@@ -81,6 +81,8 @@ struct RunActor {
     /// The sleeping tasks of local timers, aborted when the actor ends so an evicted
     /// run keeps nothing in memory.
     timer_tasks: Vec<tokio::task::AbortHandle>,
+    /// Held through the first activation of a run claimed as a suspect.
+    probation: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Next {
@@ -109,10 +111,33 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
                 let n = claimed.len();
-                for c in claimed {
-                    dispatch(&shared, c);
+                let (admitted, deferred) = admit(&shared, claimed);
+                if !deferred.is_empty() {
+                    // Hand these back before any suspect runs, so that if one of them
+                    // takes the process down, they are not held and not counted.
+                    if let Err(e) = shared.store.release_runs(&shared.id, &deferred).await {
+                        tracing::warn!(error = %e, "could not hand back runs waiting for probation");
+                    }
+                }
+                for (c, permit) in admitted {
+                    dispatch(&shared, c, permit);
                 }
                 evict_over_capacity(&shared);
+                if !deferred.is_empty() {
+                    // Claim again once the runs on probation are through, rather than
+                    // claiming (and handing back) the same runs in a tight loop.
+                    let wait = shared
+                        .options
+                        .activation_deadline
+                        .saturating_mul(2)
+                        .saturating_add(Duration::from_secs(1));
+                    let mut shutdown = shared.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::timeout(wait, shared.probation.acquire_many(PROBATION_SLOTS)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
                 if n == limit {
                     continue;
                 }
@@ -140,7 +165,60 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
     }
 }
 
-fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
+/// How many probation slots a worker has. A run claimed with `activation_failures > 0`
+/// is a suspect: its last owners died (or gave up) while holding it, perhaps because of
+/// it, perhaps because of another run they held. Every run a dead worker held counts a
+/// failure at the takeover, so to tell the poison run from the bystanders, suspects are
+/// activated in ever smaller groups: up to 16 at once after one failure, 4 after two,
+/// and alone after three. A bystander is cleared (its count goes back to 0) by its next
+/// commit; a run that brings the process down even alone reaches the limit and is
+/// suspended, while the bystanders it took down with it stop at three.
+pub(crate) const PROBATION_SLOTS: u32 = 16;
+
+fn probation_weight(failures: u32) -> u32 {
+    match failures {
+        0 => 0,
+        1 => 1,
+        2 => 4,
+        _ => PROBATION_SLOTS,
+    }
+}
+
+/// Splits a claim into the runs to activate now, each with its probation permit if it
+/// is a suspect, and the suspects to hand back because the probation slots are taken.
+fn admit(
+    shared: &Arc<Shared>,
+    claimed: Vec<ClaimedRun>,
+) -> (
+    Vec<(ClaimedRun, Option<tokio::sync::OwnedSemaphorePermit>)>,
+    Vec<RunKey>,
+) {
+    let mut admitted = Vec::with_capacity(claimed.len());
+    let mut deferred = Vec::new();
+    for c in claimed {
+        let weight = probation_weight(c.activation_failures);
+        let cached = shared
+            .runs
+            .lock()
+            .is_ok_and(|runs| runs.get(&c.key).is_some_and(|h| h.fence == c.fence));
+        if weight == 0 || cached || c.activation_failures >= shared.options.max_activation_failures
+        {
+            admitted.push((c, None));
+            continue;
+        }
+        match shared.probation.clone().try_acquire_many_owned(weight) {
+            Ok(permit) => admitted.push((c, Some(permit))),
+            Err(_) => deferred.push(c.key),
+        }
+    }
+    (admitted, deferred)
+}
+
+fn dispatch(
+    shared: &Arc<Shared>,
+    c: ClaimedRun,
+    probation: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     if c.activation_failures >= shared.options.max_activation_failures {
         // Its owners kept dying mid-activation: stop feeding it workers.
         let shared = shared.clone();
@@ -192,6 +270,7 @@ fn dispatch(shared: &Arc<Shared>, c: ClaimedRun) {
         armed: std::collections::HashSet::new(),
         local_pending: std::collections::HashSet::new(),
         timer_tasks: Vec::new(),
+        probation,
     };
     handle.send(RunMsg::Wake);
     runs.insert(c.key, handle);
@@ -272,7 +351,9 @@ impl RunActor {
             self.handle
                 .last_active
                 .store(self.shared.tick(), Ordering::Relaxed);
-            match self.activate(wake, locals).await {
+            let next = self.activate(wake, locals).await;
+            self.probation = None;
+            match next {
                 Next::Continue => {}
                 Next::Finished => break,
                 Next::Stop => {
@@ -498,8 +579,15 @@ impl RunActor {
             keep_lease: finish.is_none(),
         };
         let was_fresh = self.fresh;
+        let recorded: Vec<CommandSeq> =
+            commit.finished_activities.iter().map(|(s, _)| *s).collect();
         let outcome = match store.commit(commit).await {
-            Ok(o) => o,
+            Ok(o) => {
+                for seq in recorded {
+                    self.shared.drop_attempt(self.key, seq);
+                }
+                o
+            }
             Err(e) => {
                 self.shared
                     .engine()

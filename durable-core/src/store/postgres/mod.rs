@@ -719,7 +719,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        attempts: &[(RunKey, CommandSeq)],
+    ) -> Result<(), StoreError> {
         let db = &self.inner;
         let client = db.client().await?;
         let lease_ms = span_ms(clock::duration_ms(lease));
@@ -733,16 +738,21 @@ impl Store for PostgresStore {
             &[&db.namespace, &worker.0, &lease_ms],
         )
         .await?;
-        db.exec(
-            &client,
-            concat!(
-                "UPDATE activity_tasks SET lease_expires_at_ms = ",
-                now_ms!(),
-                " + $3 WHERE namespace = $1 AND owner = $2"
-            ),
-            &[&db.namespace, &worker.0, &lease_ms],
-        )
-        .await?;
+        if !attempts.is_empty() {
+            let keys: Vec<i64> = attempts.iter().map(|(k, _)| k.0).collect();
+            let seqs: Vec<i64> = attempts.iter().map(|(_, s)| i64::from(s.0)).collect();
+            db.exec(
+                &client,
+                concat!(
+                    "UPDATE activity_tasks t SET lease_expires_at_ms = ",
+                    now_ms!(),
+                    " + $3 FROM unnest($4::BIGINT[], $5::BIGINT[]) AS a(run_key, seq)
+                     WHERE t.namespace = $1 AND t.owner = $2 AND t.run_key = a.run_key AND t.seq = a.seq"
+                ),
+                &[&db.namespace, &worker.0, &lease_ms, &keys, &seqs],
+            )
+            .await?;
+        }
         Ok(())
     }
 

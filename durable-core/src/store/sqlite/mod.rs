@@ -874,9 +874,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, worker: &WorkerId, lease: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        attempts: &[(RunKey, CommandSeq)],
+    ) -> Result<(), StoreError> {
         let me = worker.0.clone();
         let lease_ms = clock::duration_ms(lease);
+        let attempts = attempts.to_vec();
         self.writer
             .submit(move |conn| {
                 let until = clock::host_now_ms().saturating_add(lease_ms);
@@ -884,12 +890,16 @@ impl Store for SqliteStore {
                     .map_err(sql_err)?
                     .execute(params![me, until])
                     .map_err(sql_err)?;
-                conn.prepare_cached(
-                    "UPDATE activity_tasks SET lease_expires_at_ms = ?2 WHERE owner = ?1",
-                )
-                .map_err(sql_err)?
-                .execute(params![me, until])
-                .map_err(sql_err)?;
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE activity_tasks SET lease_expires_at_ms = ?4
+                         WHERE run_key = ?1 AND seq = ?2 AND owner = ?3",
+                    )
+                    .map_err(sql_err)?;
+                for (key, seq) in attempts {
+                    stmt.execute(params![key.0, seq.0, me, until])
+                        .map_err(sql_err)?;
+                }
                 Ok(())
             })
             .await

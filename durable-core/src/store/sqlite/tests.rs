@@ -604,7 +604,11 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out() -> Tes
     .expect_err("the old owner cannot suspend the run either");
     assert!(fenced(&err, run.key, old.fence), "{err:?}");
     // Renewing its leases does not give the run back to w1.
-    timed("renew_leases", store.renew_leases(&worker("w1"), LEASE)).await?;
+    timed(
+        "renew_leases",
+        store.renew_leases(&worker("w1"), LEASE, &[]),
+    )
+    .await?;
     timed(
         "release_runs",
         store.release_runs(&worker("w1"), &[run.key]),
