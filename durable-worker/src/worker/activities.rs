@@ -13,6 +13,7 @@ use durable_core::payload::Payload;
 use durable_core::retry::RetryPolicy;
 use durable_core::store::AttemptResult;
 use futures::FutureExt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,7 +43,24 @@ pub(crate) enum Reporter {
 
 pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
     shared.hold_attempt(spec.key, spec.seq);
-    tokio::spawn(async move {
+    let inline = matches!(reporter, Reporter::Local(_));
+    let mut attempt = Box::pin(run_attempt(shared, spec, reporter));
+    if inline {
+        // The run actor that scheduled it calls this: a short activity (a no-op, a
+        // computation, a cache hit) finishes in its first poll, and its result is then
+        // in the actor's queue without a task spawned or a thread woken. Anything that
+        // waits goes on as a task of its own; its first poll registered only a no-op
+        // waker, and the task's own first poll registers the real one.
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        if attempt.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+    }
+    tokio::spawn(attempt);
+}
+
+async fn run_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
+    {
         let Ok(_permit) = shared.activity_slots.clone().acquire_owned().await else {
             return;
         };
@@ -82,7 +100,7 @@ pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Re
             }
             (_, result) => report(&shared, spec.key, spec.seq, spec.attempt, result).await,
         }
-    });
+    }
 }
 
 async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {

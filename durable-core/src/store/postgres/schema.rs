@@ -6,7 +6,10 @@ use crate::error::StoreError;
 use tokio_postgres::error::SqlState;
 
 /// Schema migrations in order; version N is the N-th entry.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_drop_attempts_by_owner.sql"),
+];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.
 const VERSION_TABLE: &str = "durable_migrations";

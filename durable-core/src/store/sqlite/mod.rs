@@ -791,17 +791,30 @@ impl Store for SqliteStore {
                         .execute(params![key, last_id, status.as_str(), now])
                         .map_err(sql_err)?;
                     }
+                    // Two statements rather than one with CASE: an UPDATE that names
+                    // `owner` rewrites its index entry even when the value stays, one
+                    // more page written for every step.
+                    None if c.keep_lease => {
+                        conn.prepare_cached(
+                            "UPDATE runs SET last_event_id = ?2,
+                             ready = EXISTS (SELECT 1 FROM inbox WHERE inbox.run_key = ?1),
+                             updated_at_ms = ?3, activation_failures = 0
+                             WHERE run_key = ?1",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, last_id, now])
+                        .map_err(sql_err)?;
+                    }
                     None => {
                         conn.prepare_cached(
                             "UPDATE runs SET last_event_id = ?2,
                              ready = EXISTS (SELECT 1 FROM inbox WHERE inbox.run_key = ?1),
                              updated_at_ms = ?3, activation_failures = 0,
-                             owner = CASE WHEN ?4 THEN owner ELSE NULL END,
-                             lease_expires_at_ms = CASE WHEN ?4 THEN lease_expires_at_ms ELSE 0 END
+                             owner = NULL, lease_expires_at_ms = 0
                              WHERE run_key = ?1",
                         )
                         .map_err(sql_err)?
-                        .execute(params![key, last_id, now, c.keep_lease])
+                        .execute(params![key, last_id, now])
                         .map_err(sql_err)?;
                     }
                 }

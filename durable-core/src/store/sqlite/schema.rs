@@ -8,7 +8,10 @@ use rusqlite::Connection;
 pub(crate) const APPLICATION_ID: i32 = 0x4452_4231;
 
 /// Schema migrations in order; version N is the N-th entry.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_drop_attempts_by_owner.sql"),
+];
 
 /// The newest schema version this binary knows.
 pub(crate) fn current_version() -> i64 {

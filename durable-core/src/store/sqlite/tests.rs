@@ -1348,6 +1348,42 @@ async fn a_database_from_a_newer_durable_is_refused_and_left_alone() -> TestResu
     Ok(())
 }
 
+/// A file at schema version 1 (as the first release wrote it) is migrated in place when
+/// opened, keeping its runs.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_runs() -> TestResult {
+    let dir = TempDir::new()?;
+    let path = db_path(&dir);
+    {
+        let store = open(&dir)?;
+        start(&store, "order-1").await?;
+    }
+    {
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE INDEX activity_tasks_by_owner ON activity_tasks (owner) WHERE owner IS NOT NULL;
+             PRAGMA user_version = 1;",
+        )?;
+    }
+    let store = open(&dir)?;
+    let info = store
+        .find_run(&WorkflowId::from("order-1"))
+        .await?
+        .expect("the run survives the migration");
+    assert_eq!(info.status, RunStatus::Running);
+    drop(store);
+    let conn = Connection::open(&path)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    assert_eq!(version, schema::current_version());
+    let index: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'activity_tasks_by_owner'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(index, 0, "migration 2 drops the index");
+    Ok(())
+}
+
 /// Eight openers race to create one new file: each must open it (none may see the file
 /// half made and refuse it as foreign), and the result is one database.
 #[test]
