@@ -4,6 +4,7 @@ mod cli;
 mod crash;
 mod debugging;
 mod replay;
+mod saga;
 mod support;
 mod workflows;
 
