@@ -69,7 +69,7 @@ pub use durable_core::{
     WorkflowError, WorkflowId, clock, divergence_report, error, store,
 };
 pub use durable_macros::{activity, workflow};
-pub use durable_worker::client::RunOutcome;
+pub use durable_worker::client::{RunOutcome, StartOptions};
 pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
 #[cfg(feature = "postgres")]

@@ -1922,3 +1922,4 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
 }
 
 mod saga;
+mod timeout;

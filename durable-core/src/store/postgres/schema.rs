@@ -6,7 +6,11 @@ use crate::error::StoreError;
 use tokio_postgres::error::SqlState;
 
 /// Schema migrations in order; version N is the N-th entry.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_activity_heartbeats.sql"),
+    include_str!("migrations/003_execution_timeouts.sql"),
+];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.
 const VERSION_TABLE: &str = "durable_migrations";
