@@ -1,6 +1,7 @@
 //! The order process: validate, reserve inventory (retrying an unavailable service),
-//! charge, then email and analytics in parallel, then ship; with compensation when the
-//! payment is declined.
+//! charge, then email and analytics in parallel, then ship. A [`Saga`] undoes what took
+//! effect (the charge, the reservation) when a later step fails or the run is cancelled,
+//! e.g. when the payment is declined.
 //!
 //! Run the happy path against `./durable.db`:
 //!
@@ -202,6 +203,14 @@ async fn release_inventory(
     Ok(())
 }
 
+/// Gives a charge back (compensation).
+#[activity]
+async fn refund_payment(ctx: ActivityContext, charge: Charge) -> Result<(), ActivityError> {
+    simulate_work(&ctx, 20).await;
+    tracing::info!(transaction_id = %charge.transaction_id, amount_cents = charge.amount_cents, "payment refunded");
+    Ok(())
+}
+
 /// Tells the customer the order failed.
 #[activity]
 async fn notify_customer_failed(
@@ -279,37 +288,43 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderResult, Wo
         }
     };
 
-    let charge = match ctx.activity::<process_payment>(order.clone()).await {
-        Ok(c) => c,
-        Err(e) if e.is("PaymentFailed") => {
-            // Compensate in reverse order of what was done.
-            ctx.activity::<release_inventory>(reservation.clone())
+    // From here on each step that took effect has a compensation. A failed step, or a
+    // cancel, runs them in reverse order: the refund first, then the release.
+    let saga = Saga::new(&ctx);
+    saga.add(ctx.activity::<release_inventory>(reservation.clone()));
+    let shipped = saga
+        .run(async {
+            let charge = ctx.activity::<process_payment>(order.clone()).await?;
+            saga.add(ctx.activity::<refund_payment>(charge.clone()));
+
+            let (email, analytics) = futures::join!(
+                ctx.activity::<send_email>(order.clone()),
+                ctx.activity::<update_analytics>(order.clone()),
+            );
+            email?;
+            analytics?;
+
+            let tracking_number = ctx
+                .activity::<schedule_shipment>((order.clone(), reservation.clone()))
                 .await?;
+            Ok(OrderResult {
+                order_id: order.order_id.clone(),
+                transaction_id: charge.transaction_id,
+                tracking_number,
+            })
+        })
+        .await;
+    match shipped {
+        Ok(result) => Ok(result),
+        Err(e) => {
             ctx.activity::<notify_customer_failed>((
                 order.order_id.clone(),
                 e.message().to_owned(),
             ))
             .await?;
-            return Err(e.into());
+            Err(e)
         }
-        Err(e) => return Err(e.into()),
-    };
-
-    let (email, analytics) = futures::join!(
-        ctx.activity::<send_email>(order.clone()),
-        ctx.activity::<update_analytics>(order.clone()),
-    );
-    email?;
-    analytics?;
-
-    let tracking_number = ctx
-        .activity::<schedule_shipment>((order.clone(), reservation))
-        .await?;
-    Ok(OrderResult {
-        order_id: order.order_id,
-        transaction_id: charge.transaction_id,
-        tracking_number,
-    })
+    }
 }
 
 /// Everything this binary runs.
@@ -321,6 +336,7 @@ pub fn registry() -> Registry {
         .activity::<check_inventory>()
         .activity::<process_payment>()
         .activity::<release_inventory>()
+        .activity::<refund_payment>()
         .activity::<notify_customer_failed>()
         .activity::<send_email>()
         .activity::<update_analytics>()

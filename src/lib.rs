@@ -63,13 +63,13 @@
 
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
-    EventId, EventKind, HistoryFile, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
-    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity,
-    Secret, SignalWait, StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock,
-    divergence_report, error, store,
+    EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,
+    Registry, ReplayError, ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy,
+    RunId, RunIdentity, Saga, SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext,
+    WorkflowError, WorkflowId, clock, divergence_report, error, store,
 };
 pub use durable_macros::{activity, workflow};
-pub use durable_worker::client::RunOutcome;
+pub use durable_worker::client::{RunOutcome, StartOptions};
 pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
 #[cfg(feature = "postgres")]
@@ -83,7 +83,7 @@ pub use durable_core::testing;
 /// Everything a typical workflow module needs.
 pub mod prelude {
     pub use crate::{
-        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Secret, Worker,
+        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Saga, Secret, Worker,
         WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
     };
     pub use serde::{Deserialize, Serialize};

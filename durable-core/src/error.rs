@@ -11,6 +11,13 @@ pub const KIND_PANIC: &str = "Panic";
 pub const KIND_TIMEOUT: &str = "StartToCloseTimeout";
 /// The kind of an activity that ran past its schedule-to-close timeout.
 pub const KIND_SCHEDULE_TIMEOUT: &str = "ScheduleToCloseTimeout";
+/// The kind of an attempt that did not heartbeat within its heartbeat timeout.
+pub const KIND_HEARTBEAT_TIMEOUT: &str = "HeartbeatTimeout";
+/// The kind [`ActivityContext::heartbeat`](crate::ActivityContext::heartbeat) returns once
+/// the attempt is no longer current (timed out, superseded, abandoned by the worker).
+pub const KIND_ATTEMPT_LOST: &str = "AttemptLost";
+/// The kind of a run that ran past its execution timeout.
+pub const KIND_EXECUTION_TIMEOUT: &str = "ExecutionTimeout";
 /// The kind of a failure to decode an input or output.
 pub const KIND_PAYLOAD: &str = "PayloadError";
 /// The kind of a run that was cancelled.
@@ -144,6 +151,18 @@ impl WorkflowError {
     /// The failure of a run that was cancelled.
     pub fn cancelled(message: impl Into<String>) -> Self {
         Self::new(KIND_CANCELLED, message)
+    }
+
+    /// The failure of a run that ran past its execution timeout: kind
+    /// `ExecutionTimeout`, message `execution timeout of 30s exceeded`.
+    pub fn execution_timeout(timeout: std::time::Duration) -> Self {
+        Self::new(
+            KIND_EXECUTION_TIMEOUT,
+            format!(
+                "execution timeout of {} exceeded",
+                humantime::format_duration(timeout)
+            ),
+        )
     }
 
     /// Attaches structured details.

@@ -118,6 +118,13 @@ pub enum EventKind {
         /// Why, as given by the caller.
         reason: String,
     },
+    /// The run ran past its execution timeout (inbound, recorded by the store, which
+    /// records the run's `RunFailed` right after it): the code is stopped where it
+    /// waits.
+    RunTimedOut {
+        /// The run's execution timeout, in milliseconds.
+        timeout_ms: u64,
+    },
     /// The run finished with this output.
     RunCompleted {
         /// The encoded output.
@@ -144,6 +151,7 @@ impl EventKind {
             EventKind::SignalReceived { .. } => "SignalReceived",
             EventKind::MarkerRecorded { .. } => "MarkerRecorded",
             EventKind::CancelRequested { .. } => "CancelRequested",
+            EventKind::RunTimedOut { .. } => "RunTimedOut",
             EventKind::RunCompleted { .. } => "RunCompleted",
             EventKind::RunFailed { .. } => "RunFailed",
         }
@@ -184,6 +192,7 @@ impl EventKind {
                 | EventKind::TimerFired { .. }
                 | EventKind::SignalReceived { .. }
                 | EventKind::CancelRequested { .. }
+                | EventKind::RunTimedOut { .. }
         )
     }
 
@@ -204,6 +213,7 @@ impl EventKind {
             | EventKind::SignalReceived { name, .. }
             | EventKind::MarkerRecorded { name, .. } => Some(name.clone()),
             EventKind::TimerStarted { duration_ms, .. } => Some(format!("{duration_ms}ms")),
+            EventKind::RunTimedOut { timeout_ms } => Some(format!("{timeout_ms}ms")),
             EventKind::ActivityFailed { error, .. } => Some(error.kind().to_owned()),
             EventKind::RunFailed { error } => Some(error.kind().to_owned()),
             _ => None,

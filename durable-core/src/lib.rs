@@ -49,6 +49,7 @@ pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
+pub use context::saga::{FailedCompensation, Saga, SagaError};
 pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
 pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
 pub use event::{ActivityOptions, Event, EventKind};

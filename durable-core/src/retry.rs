@@ -1,5 +1,7 @@
 //! Retry policies for activities and their backoff arithmetic.
 
+use crate::error::ActivityError;
+use crate::event::ActivityOptions;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -162,9 +164,74 @@ impl RetryPolicy {
     }
 }
 
+/// When the attempt after the failed attempt number `attempt` of an activity called
+/// with `options` may start (ms since the epoch), or `None` when the failure is final:
+/// the policy (the engine's default when the call set none) does not retry `error`, the
+/// attempts are used up, or the next one would start past the schedule-to-close
+/// deadline. `unit_random` in `[0, 1)` draws the jitter.
+///
+/// The worker decides with this after a failed attempt, and the store after an attempt
+/// timed out, so both follow the same policy.
+pub fn next_attempt_at(
+    options: &ActivityOptions,
+    error: &ActivityError,
+    attempt: u32,
+    scheduled_at_ms: i64,
+    now_ms: i64,
+    unit_random: f64,
+) -> Option<i64> {
+    let default_policy;
+    let policy = match &options.retry {
+        Some(p) => p,
+        None => {
+            default_policy = RetryPolicy::default();
+            &default_policy
+        }
+    };
+    if !policy.allows_retry_of(error.kind(), error.is_retryable()) {
+        return None;
+    }
+    let delay = policy.delay_before(attempt.saturating_add(1), unit_random)?;
+    let at = now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    if let Some(limit) = options.schedule_to_close_ms {
+        let deadline = scheduled_at_ms.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        if at >= deadline {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_attempt_follows_the_policy_and_the_schedule_to_close_deadline() {
+        let options = ActivityOptions {
+            retry: Some(RetryPolicy::exponential(Duration::from_millis(100)).max_attempts(3)),
+            schedule_to_close_ms: Some(1_000),
+            ..ActivityOptions::default()
+        };
+        let busy = ActivityError::retryable("Busy", "later");
+        assert_eq!(next_attempt_at(&options, &busy, 1, 0, 10, 0.0), Some(110));
+        assert_eq!(next_attempt_at(&options, &busy, 2, 0, 10, 0.0), Some(210));
+        assert_eq!(
+            next_attempt_at(&options, &busy, 3, 0, 10, 0.0),
+            None,
+            "attempts used up"
+        );
+        assert_eq!(
+            next_attempt_at(&options, &busy, 1, 0, 950, 0.0),
+            None,
+            "past the deadline"
+        );
+        let fatal = ActivityError::non_retryable("Declined", "no");
+        assert_eq!(next_attempt_at(&options, &fatal, 1, 0, 10, 0.0), None);
+        let default = ActivityOptions::default();
+        assert_eq!(next_attempt_at(&default, &busy, 1, 0, 0, 0.0), Some(1_000));
+        assert_eq!(next_attempt_at(&default, &busy, 10, 0, 0, 0.0), None);
+    }
 
     #[test]
     fn backoff_grows_and_stops_at_its_maximum() {

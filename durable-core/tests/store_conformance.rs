@@ -170,7 +170,7 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2], "each migration ran once");
+            assert_eq!(versions, [1, 2, 3, 4], "each migration ran once");
             drop(client);
             let _ = driver.await;
         })
@@ -228,6 +228,7 @@ mod pg {
                     workflow: "w".to_owned(),
                     input: durable_core::Payload::encode(&attempt).expect("encoding"),
                     seed: 1,
+                    execution_timeout: None,
                 };
                 client_side.start_run(request).await.expect("start_run");
                 if tokio::time::timeout(Duration::from_secs(1), notified)
@@ -251,6 +252,7 @@ mod pg {
                 workflow: "w".to_owned(),
                 input: durable_core::Payload::encode(&0).expect("encoding"),
                 seed: 1,
+                execution_timeout: None,
             };
             other_namespace.start_run(request).await.expect("start_run");
             assert!(
@@ -307,4 +309,7 @@ conformance_tests!(
     renewal_extends_only_the_listed_attempts,
     reset_run_and_resume,
     namespaces_isolate_runs,
+    heartbeats_are_kept_for_the_next_attempt,
+    attempts_past_their_heartbeat_timeout_are_retried,
+    runs_past_their_execution_timeout_are_ended,
 );

@@ -26,6 +26,39 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How a run is started, beyond its workflow, id and input.
+///
+/// ```
+/// # use durable_worker::client::StartOptions;
+/// # use std::time::Duration;
+/// let options = StartOptions::new().execution_timeout(Duration::from_secs(30));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// See [`StartOptions::execution_timeout`].
+    pub execution_timeout: Option<Duration>,
+}
+
+impl StartOptions {
+    /// No options: the run may take as long as it takes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ends the run as failed (kind `ExecutionTimeout`, "execution timeout of 30s
+    /// exceeded") if it is still running, or suspended, this long after it started. The
+    /// store's clock decides, and any worker's sweep ends it, across restarts; its
+    /// pending activities and timers are dropped, and its history records a
+    /// `RunTimedOut` event, so replay agrees. The workflow gets no chance to compensate:
+    /// for that, select on a timer in the workflow itself.
+    #[must_use]
+    pub fn execution_timeout(mut self, timeout: Duration) -> Self {
+        self.execution_timeout = Some(timeout);
+        self
+    }
+}
+
 /// How a run ended, or that it has not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
@@ -72,8 +105,24 @@ impl Client {
         id: impl Into<WorkflowId>,
         input: &W::Input,
     ) -> Result<StartOutcome, ClientError> {
+        self.start_with::<W>(id, input, StartOptions::new()).await
+    }
+
+    /// [`Client::start`] with options (an execution timeout). Starting an id that
+    /// exists returns the existing run, whose options stay as they were.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::start`]; a zero execution timeout is refused.
+    pub async fn start_with<W: Workflow>(
+        &self,
+        id: impl Into<WorkflowId>,
+        input: &W::Input,
+        options: StartOptions,
+    ) -> Result<StartOutcome, ClientError> {
         let payload = Payload::encode(input)?;
-        self.start_encoded(W::NAME, id.into(), payload).await
+        self.start_encoded_with(W::NAME, id.into(), payload, options)
+            .await
     }
 
     /// Starts a run of the workflow named `workflow` with an encoded input.
@@ -87,6 +136,22 @@ impl Client {
         id: WorkflowId,
         input: Payload,
     ) -> Result<StartOutcome, ClientError> {
+        self.start_encoded_with(workflow, id, input, StartOptions::new())
+            .await
+    }
+
+    /// [`Client::start_encoded`] with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::start_with`].
+    pub async fn start_encoded_with(
+        &self,
+        workflow: &str,
+        id: WorkflowId,
+        input: Payload,
+        options: StartOptions,
+    ) -> Result<StartOutcome, ClientError> {
         input.check_size(self.max_payload)?;
         let outcome = self
             .store
@@ -95,6 +160,7 @@ impl Client {
                 workflow: workflow.to_owned(),
                 input,
                 seed: rand::random(),
+                execution_timeout: options.execution_timeout,
             })
             .await?;
         if outcome.workflow != workflow {

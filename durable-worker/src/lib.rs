@@ -5,6 +5,6 @@ pub mod client;
 pub mod error;
 pub mod worker;
 
-pub use client::Client;
+pub use client::{Client, StartOptions};
 pub use error::{ClientError, WorkerError};
 pub use worker::{ShutdownHandle, Worker, WorkerOptions, WorkerStats};

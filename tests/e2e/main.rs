@@ -3,8 +3,11 @@
 mod cli;
 mod crash;
 mod debugging;
+mod heartbeat;
 mod replay;
+mod saga;
 mod support;
+mod timeouts;
 mod workflows;
 
 // The examples are binaries; their workflows are included once here for the in-process

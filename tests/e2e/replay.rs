@@ -549,3 +549,19 @@ async fn reset_reruns_from_the_chosen_event_without_repeating_earlier_steps() {
     assert_eq!(completed_attempts.len(), 6);
     assert!(history[..5].iter().all(|e| e.time_ms <= history[4].time_ms));
 }
+
+/// The saved run that passed its execution timeout (`RunTimedOut`, then `RunFailed`)
+/// replays to the same failure, with the code stopped where it waited.
+#[test]
+fn a_saved_execution_timeout_replays_to_its_recorded_failure() {
+    let report = Replayer::new(all_examples())
+        .replay_file(&histories_dir().join("approval-timed-out.json"))
+        .expect("the fixture replays");
+    match report.outcome {
+        durable::ReplayOutcome::Failed(error) => {
+            assert_eq!(error.kind(), "ExecutionTimeout");
+            assert_eq!(error.message(), "execution timeout of 1s exceeded");
+        }
+        other => panic!("expected the recorded failure, got {other:?}"),
+    }
+}

@@ -10,13 +10,13 @@ use durable::{ClientError, EventKind, SqliteOptions, SqliteStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const WAIT: Option<Duration> = Some(Duration::from_secs(30));
+pub(crate) const WAIT: Option<Duration> = Some(Duration::from_secs(30));
 
-fn open(path: &std::path::Path) -> SharedStore {
+pub(crate) fn open(path: &std::path::Path) -> SharedStore {
     Arc::new(SqliteStore::open(path, SqliteOptions::default()).expect("open the test database"))
 }
 
-fn fast_options() -> WorkerOptions {
+pub(crate) fn fast_options() -> WorkerOptions {
     WorkerOptions {
         poll_interval: Duration::from_millis(10),
         lease: Duration::from_secs(2),
@@ -25,13 +25,13 @@ fn fast_options() -> WorkerOptions {
 }
 
 /// A worker running in the background until dropped.
-struct Running {
+pub(crate) struct Running {
     stop: durable::worker::ShutdownHandle,
     task: Option<tokio::task::JoinHandle<Result<(), durable::WorkerError>>>,
 }
 
 impl Running {
-    fn start(store: SharedStore, registry: Registry) -> Self {
+    pub(crate) fn start(store: SharedStore, registry: Registry) -> Self {
         let worker = Worker::new(store, registry, fast_options());
         let stop = worker.shutdown_handle();
         Running {
@@ -40,7 +40,7 @@ impl Running {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.shutdown();
         if let Some(t) = self.task.take() {
             let done = tokio::time::timeout(Duration::from_secs(20), t).await;
@@ -61,7 +61,7 @@ fn order_input(file: &str) -> order_example::Order {
     serde_json::from_str(&text).expect("sample input parses")
 }
 
-fn scheduled(history: &[durable::Event]) -> Vec<String> {
+pub(crate) fn scheduled(history: &[durable::Event]) -> Vec<String> {
     history
         .iter()
         .filter_map(|e| match &e.kind {
@@ -251,7 +251,7 @@ fn approval_request(id: &str, timeout_secs: u64) -> approval_example::Request {
     }
 }
 
-async fn wait_for_event(client: &Client, id: &str, kind: &str) {
+pub(crate) async fn wait_for_event(client: &Client, id: &str, kind: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(h) = client.history(&WorkflowId::from(id)).await

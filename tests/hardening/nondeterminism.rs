@@ -368,6 +368,7 @@ async fn run_all(
                         workflow: (*workflow).to_owned(),
                         input: wf.input_from_json(input).expect("input"),
                         seed: 0x5eed,
+                        execution_timeout: None,
                     })
                     .await
                     .expect("start");

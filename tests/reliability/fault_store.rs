@@ -351,6 +351,33 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         .await
     }
 
+    async fn record_heartbeat(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        details: Payload,
+    ) -> Result<(), StoreError> {
+        self.around(
+            Call::Write,
+            None,
+            self.inner
+                .record_heartbeat(worker, key, seq, attempt, details),
+        )
+        .await
+    }
+
+    async fn time_out_heartbeats(&self, limit: usize) -> Result<usize, StoreError> {
+        self.around(Call::Write, None, self.inner.time_out_heartbeats(limit))
+            .await
+    }
+
+    async fn time_out_runs(&self, limit: usize) -> Result<usize, StoreError> {
+        self.around(Call::Write, None, self.inner.time_out_runs(limit))
+            .await
+    }
+
     async fn fire_due_timers(&self, limit: usize, grace: Duration) -> Result<usize, StoreError> {
         self.around(Call::Write, None, self.inner.fire_due_timers(limit, grace))
             .await

@@ -306,6 +306,10 @@ pub struct ActivityCall<O> {
 }
 
 impl<O> ActivityCall<O> {
+    /// The name of the activity this call runs.
+    pub(crate) fn activity_name(&self) -> &'static str {
+        self.name
+    }
     /// Sets the retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.options.retry = Some(policy);

@@ -313,6 +313,16 @@ impl RunMachine {
                 reason: "event before RunStarted".into(),
             });
         }
+        if let EventKind::RunTimedOut { timeout_ms } = kind {
+            // The store ended the run: the code is not polled again, whatever it waits
+            // for, and its pending commands are dropped. The `RunFailed` that follows
+            // records this outcome.
+            self.root = None;
+            self.outcome = Some(Err(WorkflowError::execution_timeout(
+                std::time::Duration::from_millis(*timeout_ms),
+            )));
+            return Ok(());
+        }
         self.poll_until_quiescent()?;
         if let EventKind::CancelRequested { reason } = kind {
             let aware = self.state.borrow().cancel_aware;

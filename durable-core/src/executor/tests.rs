@@ -1920,3 +1920,6 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
         }
     }
 }
+
+mod saga;
+mod timeout;

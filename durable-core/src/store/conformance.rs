@@ -39,6 +39,14 @@ use crate::payload::Payload;
 use futures::future::{BoxFuture, join_all};
 use std::time::Duration;
 
+mod deadlines;
+mod heartbeats;
+
+pub use deadlines::runs_past_their_execution_timeout_are_ended;
+pub use heartbeats::{
+    attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
+};
+
 /// Opens a handle on the database under test, scoped to the given namespace. Handles
 /// opened for the same namespace see the same runs, like two processes would.
 pub type Opener<'a> = &'a (dyn Fn(&str) -> BoxFuture<'static, SharedStore> + Sync);
@@ -58,6 +66,9 @@ pub const CHECKS: &[&str] = &[
     "renewal_extends_only_the_listed_attempts",
     "reset_run_and_resume",
     "namespaces_isolate_runs",
+    "heartbeats_are_kept_for_the_next_attempt",
+    "attempts_past_their_heartbeat_timeout_are_retried",
+    "runs_past_their_execution_timeout_are_ended",
 ];
 
 /// Runs every check in turn on one database.
@@ -101,6 +112,15 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "reset_run_and_resume" => reset_run_and_resume(open).await,
         "namespaces_isolate_runs" => namespaces_isolate_runs(open).await,
+        "heartbeats_are_kept_for_the_next_attempt" => {
+            heartbeats::heartbeats_are_kept_for_the_next_attempt(open).await
+        }
+        "attempts_past_their_heartbeat_timeout_are_retried" => {
+            heartbeats::attempts_past_their_heartbeat_timeout_are_retried(open).await
+        }
+        "runs_past_their_execution_timeout_are_ended" => {
+            deadlines::runs_past_their_execution_timeout_are_ended(open).await
+        }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }
 }
@@ -126,14 +146,19 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+fn start_request(id: &str) -> StartRequest {
+    StartRequest {
+        workflow_id: WorkflowId::from(id),
+        workflow: "conformance".to_owned(),
+        input: payload(id),
+        seed: 7,
+        execution_timeout: None,
+    }
+}
+
 async fn start(store: &SharedStore, id: &str) -> StartOutcome {
     store
-        .start_run(StartRequest {
-            workflow_id: WorkflowId::from(id),
-            workflow: "conformance".to_owned(),
-            input: payload(id),
-            seed: 7,
-        })
+        .start_run(start_request(id))
         .await
         .unwrap_or_else(|e| panic!("starting run {id:?}: {e}"))
 }
@@ -801,6 +826,7 @@ pub async fn start_is_idempotent(open: Opener<'_>) {
             workflow: "another".to_owned(),
             input: payload(0),
             seed: 1,
+            execution_timeout: None,
         })
         .await
         .expect("a second start");

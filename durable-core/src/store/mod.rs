@@ -89,6 +89,24 @@ pub struct StartRequest {
     pub input: Payload,
     /// The seed of the run's random source.
     pub seed: u64,
+    /// End the run as failed if it is still running (or suspended) this long after it
+    /// started, by the store's clock. Must be longer than zero.
+    pub execution_timeout: Option<Duration>,
+}
+
+impl StartRequest {
+    /// The execution timeout in milliseconds, checked.
+    pub(crate) fn execution_timeout_ms(&self) -> Result<Option<i64>, StoreError> {
+        match self.execution_timeout {
+            None => Ok(None),
+            Some(t) if t.is_zero() => Err(StoreError::Invalid(
+                "the execution timeout must be longer than zero".into(),
+            )),
+            Some(t) => Ok(Some(
+                i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
+            )),
+        }
+    }
 }
 
 /// What a start did.
@@ -131,6 +149,9 @@ pub struct RunInfo {
     pub reason: Option<String>,
     /// Activations that failed in a row (panics, divergence, crashes).
     pub activation_failures: u32,
+    /// When the run's execution timeout ends it (ms since the epoch), if it has one.
+    #[serde(default)]
+    pub execution_deadline_ms: Option<i64>,
 }
 
 /// Which runs to list.
@@ -251,6 +272,8 @@ pub struct ActivityTask {
     pub attempt: u32,
     /// When the activity was scheduled (ms since the epoch).
     pub scheduled_at_ms: i64,
+    /// The details of the last heartbeat an earlier attempt recorded, if any.
+    pub last_heartbeat: Option<Payload>,
 }
 
 /// How an activity attempt ended.
@@ -286,6 +309,9 @@ pub struct PendingActivity {
     pub available_at_ms: i64,
     /// The last attempt's error, if any.
     pub last_error: Option<String>,
+    /// When the current (or last) attempt last sent a heartbeat (ms since the epoch).
+    #[serde(default)]
+    pub last_heartbeat_at_ms: Option<i64>,
 }
 
 /// A timer still to fire, for `status`.
@@ -373,6 +399,38 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         result: AttemptResult,
     ) -> Result<(), StoreError>;
+
+    /// Records a heartbeat of an attempt claimed by `worker` (or created local for it):
+    /// keeps `details` for the next attempt and pushes the attempt's heartbeat deadline
+    /// (when it has a heartbeat timeout) to the store's clock now plus the timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when the attempt is no longer current (it timed out, was
+    /// superseded, or the activity finished); nothing is written.
+    async fn record_heartbeat(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        details: Payload,
+    ) -> Result<(), StoreError>;
+
+    /// Ends up to `limit` attempts whose heartbeat deadline (their start or last
+    /// heartbeat plus the heartbeat timeout, by the store's clock) has passed: each is
+    /// failed with an error of kind `HeartbeatTimeout` and retried by its retry policy,
+    /// or, when the policy says no more, its activity fails (into the run's inbox). The
+    /// attempt's owner is fenced out: its heartbeats and its report are refused. Returns
+    /// how many attempts were ended.
+    async fn time_out_heartbeats(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// Ends up to `limit` runs, running or suspended, whose execution deadline (their
+    /// start plus their execution timeout, by the store's clock) has passed: each gets a
+    /// `RunTimedOut` and a `RunFailed` event (kind `ExecutionTimeout`), its pending
+    /// activity tasks, timers and inbox are removed, and its owner is fenced out.
+    /// Returns how many runs were ended.
+    async fn time_out_runs(&self, limit: usize) -> Result<usize, StoreError>;
 
     /// Fires due timers of runs without a live owner (and any overdue by more than
     /// `grace`); returns how many fired.

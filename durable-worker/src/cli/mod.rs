@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! worker                                      run a worker until Ctrl-C
-//! start <workflow> --input JSON [--id ID]     print the workflow id; same id twice = same run
+//! start <workflow> --input JSON [--id ID] [--execution-timeout 30s]
+//!                                             print the workflow id; same id twice = same run
 //! result <id> [--wait] [--timeout SECS]       the output as JSON, or the failure
 //! status <id> | list [--status S] [--workflow W] [--stuck DURATION]
 //! history <id> [--json]                       the events, payloads decoded to JSON
@@ -29,7 +30,7 @@ macro_rules! say {
     }};
 }
 
-use crate::client::{Client, RunOutcome};
+use crate::client::{Client, RunOutcome, StartOptions};
 use crate::error::ClientError;
 use crate::worker::{Worker, WorkerOptions};
 use clap::{Parser, Subcommand};
@@ -143,6 +144,10 @@ enum Command {
         /// The workflow id (default: a new UUID). Starting an existing id returns it.
         #[arg(long)]
         id: Option<String>,
+        /// End the run as failed if it is still running after this long (e.g. 30s, 2h,
+        /// 7days).
+        #[arg(long, value_name = "DURATION")]
+        execution_timeout: Option<String>,
     },
     /// Print the output of a run as JSON (exit 1 if it failed).
     Result {
@@ -248,6 +253,9 @@ enum Command {
         /// The workflow id (default: a new UUID).
         #[arg(long)]
         id: Option<String>,
+        /// End the run as failed if it is still running after this long (e.g. 30s).
+        #[arg(long, value_name = "DURATION")]
+        execution_timeout: Option<String>,
         /// Give up after this many seconds (exit 3).
         #[arg(long, allow_negative_numbers = true)]
         timeout: Option<f64>,
@@ -437,6 +445,21 @@ fn timeout_arg(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
     }
 }
 
+/// The start options of `--execution-timeout`.
+fn start_options(execution_timeout: Option<&str>) -> Result<StartOptions, Failure> {
+    let Some(text) = execution_timeout else {
+        return Ok(StartOptions::new());
+    };
+    let timeout = humantime::parse_duration(text)
+        .map_err(|e| Failure::error(format!("--execution-timeout {text:?}: {e}")))?;
+    if timeout.is_zero() {
+        return Err(Failure::error(format!(
+            "--execution-timeout must be longer than zero, not {text:?}"
+        )));
+    }
+    Ok(StartOptions::new().execution_timeout(timeout))
+}
+
 async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
     match &cli.command {
         Command::Worker(args) => {
@@ -447,7 +470,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             workflow,
             input,
             id,
+            execution_timeout,
         } => {
+            let options = start_options(execution_timeout.as_deref())?;
             let payload = parse_input(&registry, workflow, input)?;
             let store = open_store(&cli, true).await?;
             let client = Client::new(store);
@@ -455,7 +480,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 id.clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             );
-            let out = client.start_encoded(workflow, id.clone(), payload).await?;
+            let out = client
+                .start_encoded_with(workflow, id.clone(), payload, options)
+                .await?;
             if !out.created {
                 eprintln!(
                     "note: run '{id}' already exists (run id {}); not started again",
@@ -677,10 +704,12 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             workflow,
             input,
             id,
+            execution_timeout,
             timeout,
             worker,
         } => {
             let timeout = timeout_arg(*timeout)?;
+            let options = start_options(execution_timeout.as_deref())?;
             let payload = parse_input(&registry, workflow, input)?;
             let store = open_store(&cli, true).await?;
             let w = Worker::new(store.clone(), registry.clone(), worker.options());
@@ -692,7 +721,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             );
             let result = async {
-                client.start_encoded(workflow, id.clone(), payload).await?;
+                client
+                    .start_encoded_with(workflow, id.clone(), payload, options)
+                    .await?;
                 client.wait_encoded(&id, timeout).await
             }
             .await;
@@ -878,6 +909,12 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     say!("created:      {}", clock::format_ms(info.created_at_ms));
     say!("updated:      {}", clock::format_ms(info.updated_at_ms));
     say!("events:       {}", info.last_event_id);
+    if let Some(deadline) = info.execution_deadline_ms {
+        say!(
+            "deadline:     {} (execution timeout)",
+            clock::format_ms(deadline)
+        );
+    }
     if let Some(owner) = &info.owner {
         say!(
             "lease:        {owner} until {}",
@@ -887,10 +924,14 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     say!("why:          {why}");
     for a in &activities {
         say!(
-            "activity:     #{} {} attempt {}{}{}",
+            "activity:     #{} {} attempt {}{}{}{}",
             a.seq,
             a.name,
             a.attempt,
+            a.last_heartbeat_at_ms
+                .filter(|_| a.owner.is_some())
+                .map(|t| format!(", last heartbeat at {}", clock::format_ms(t)))
+                .unwrap_or_default(),
             a.last_error
                 .as_ref()
                 .map(|e| format!(", last error: {e}"))

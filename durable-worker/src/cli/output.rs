@@ -73,6 +73,9 @@ pub(crate) fn event_json(e: &Event) -> Value {
         EventKind::CancelRequested { reason } => {
             obj.insert("reason".into(), json!(reason));
         }
+        EventKind::RunTimedOut { timeout_ms } => {
+            obj.insert("timeout_ms".into(), json!(timeout_ms));
+        }
         EventKind::RunCompleted { output } => {
             obj.insert("payload".into(), payload_json(output));
         }
@@ -133,6 +136,7 @@ pub(crate) fn run_json(r: &RunInfo) -> Value {
         "updated_at": clock::format_ms(r.updated_at_ms),
         "events": r.last_event_id.0,
         "reason": r.reason,
+        "execution_deadline": r.execution_deadline_ms.map(clock::format_ms),
     })
 }
 

@@ -1,16 +1,20 @@
 //! Running activity attempts: timeouts, panics, retry decisions, and reporting results.
 
 use super::Shared;
+use super::heartbeat::Heartbeats;
 use super::run::{RunHandle, RunMsg};
 use crate::error::WorkerError;
 use durable_core::ActivityContext;
 use durable_core::clock;
-use durable_core::error::{ActivityError, KIND_PANIC, KIND_TIMEOUT, StoreError};
+use durable_core::context::activity::HeartbeatSink;
+use durable_core::error::{
+    ActivityError, KIND_HEARTBEAT_TIMEOUT, KIND_PANIC, KIND_TIMEOUT, StoreError,
+};
 use durable_core::event::ActivityOptions;
 use durable_core::executor::panic_message;
 use durable_core::ids::{CommandSeq, RunId, RunKey, WorkflowId};
 use durable_core::payload::Payload;
-use durable_core::retry::RetryPolicy;
+use durable_core::retry;
 use durable_core::store::AttemptResult;
 use futures::FutureExt;
 use std::future::Future;
@@ -42,9 +46,19 @@ pub(crate) enum Reporter {
 }
 
 pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
+    spawn_resuming(shared, spec, None, reporter);
+}
+
+/// Runs an attempt whose context returns `last_heartbeat` from `last_heartbeat()`.
+pub(crate) fn spawn_resuming(
+    shared: Arc<Shared>,
+    spec: AttemptSpec,
+    last_heartbeat: Option<Payload>,
+    reporter: Reporter,
+) {
     shared.hold_attempt(spec.key, spec.seq);
     let inline = matches!(reporter, Reporter::Local(_));
-    let mut attempt = Box::pin(run_attempt(shared, spec, reporter));
+    let mut attempt = Box::pin(run_attempt(shared, spec, last_heartbeat, reporter));
     if inline {
         // The run actor that scheduled it calls this: a short activity (a no-op, a
         // computation, a cache hit) finishes in its first poll, and its result is then
@@ -59,12 +73,37 @@ pub(crate) fn spawn_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Re
     tokio::spawn(attempt);
 }
 
-async fn run_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter) {
+async fn run_attempt(
+    shared: Arc<Shared>,
+    spec: AttemptSpec,
+    last_heartbeat: Option<Payload>,
+    reporter: Reporter,
+) {
     {
         let Ok(_permit) = shared.activity_slots.clone().acquire_owned().await else {
             return;
         };
-        let result = execute(&shared, &spec).await;
+        let heartbeats = Heartbeats::new(
+            shared.clone(),
+            spec.key,
+            spec.seq,
+            spec.attempt,
+            spec.options.heartbeat_timeout_ms.map(Duration::from_millis),
+        );
+        let result = execute(&shared, &spec, last_heartbeat, &heartbeats).await;
+        // A failed attempt's last details are written before the retry is reported, so
+        // the next attempt resumes from them.
+        heartbeats
+            .finish(matches!(result, AttemptResult::Retry { .. }))
+            .await;
+        if heartbeats.is_lost() {
+            // The store ended this attempt (or will, its heartbeat deadline having
+            // passed) and retries it by its policy; a report would be refused.
+            tracing::info!(run = %spec.key, seq = spec.seq.0, attempt = spec.attempt, activity = %spec.name,
+                "activity attempt lost (heartbeat timeout or superseded); its result is dropped");
+            shared.drop_attempt(spec.key, spec.seq);
+            return;
+        }
         match (reporter, result) {
             (Reporter::Local(h), AttemptResult::Completed(p)) => {
                 if !h.send(RunMsg::ActivityDone {
@@ -103,7 +142,12 @@ async fn run_attempt(shared: Arc<Shared>, spec: AttemptSpec, reporter: Reporter)
     }
 }
 
-async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
+async fn execute(
+    shared: &Arc<Shared>,
+    spec: &AttemptSpec,
+    last_heartbeat: Option<Payload>,
+    heartbeats: &Arc<Heartbeats>,
+) -> AttemptResult {
     shared
         .stats
         .activity_attempts
@@ -120,15 +164,43 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
         spec.name.clone(),
         spec.seq,
         spec.attempt,
-    );
+    )
+    .with_last_heartbeat(last_heartbeat)
+    .with_heartbeat_sink(heartbeats.clone());
     let timeout = spec
         .options
         .start_to_close_ms
         .map(Duration::from_millis)
         .unwrap_or(shared.options.default_start_to_close);
     let call = AssertUnwindSafe(activity.call(ctx.clone(), spec.input.clone())).catch_unwind();
-    let outcome = match tokio::time::timeout(timeout, call).await {
-        Err(_) => {
+    let heartbeat_timeout = spec.options.heartbeat_timeout_ms.map(Duration::from_millis);
+    let missed = async {
+        match heartbeat_timeout {
+            Some(t) => heartbeats.missed(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ran = tokio::select! {
+        biased;
+        ran = tokio::time::timeout(timeout, call) => Some(ran),
+        () = missed => None,
+    };
+    let outcome = match ran {
+        None => {
+            // Stop running it and report the timeout at once, like start-to-close; the
+            // store's sweep is the backstop for a worker too stalled to do this (its
+            // report is then refused).
+            ctx.cancel();
+            Err(ActivityError::retryable(
+                KIND_HEARTBEAT_TIMEOUT,
+                format!(
+                    "attempt {} sent no heartbeat for {} ms, its heartbeat timeout",
+                    spec.attempt,
+                    heartbeat_timeout.unwrap_or_default().as_millis()
+                ),
+            ))
+        }
+        Some(Err(_)) => {
             ctx.cancel();
             Err(ActivityError::retryable(
                 KIND_TIMEOUT,
@@ -139,7 +211,7 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
                 ),
             ))
         }
-        Ok(Err(panic)) => Err(ActivityError::retryable(
+        Some(Ok(Err(panic))) => Err(ActivityError::retryable(
             KIND_PANIC,
             format!(
                 "activity {} panicked: {}",
@@ -147,7 +219,7 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
                 panic_message(panic.as_ref())
             ),
         )),
-        Ok(Ok(result)) => result,
+        Some(Ok(Ok(result))) => result,
     };
     let outcome = match outcome {
         Ok(p) if p.len() > shared.options.max_payload_bytes => Err(ActivityError::non_retryable(
@@ -164,8 +236,15 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
     match outcome {
         Ok(p) => AttemptResult::Completed(p),
         Err(error) => {
-            let policy = spec.options.retry.clone().unwrap_or_default();
-            match next_attempt_at(&policy, &spec.options, spec, &error) {
+            let next = retry::next_attempt_at(
+                &spec.options,
+                &error,
+                spec.attempt,
+                spec.scheduled_at_ms,
+                clock::now_ms(),
+                rand::random::<f64>(),
+            );
+            match next {
                 Some(at) => {
                     tracing::info!(workflow_id = %spec.workflow_id, seq = spec.seq.0, activity = %spec.name,
                         attempt = spec.attempt, error = %error, "activity attempt failed; will retry");
@@ -178,28 +257,6 @@ async fn execute(shared: &Arc<Shared>, spec: &AttemptSpec) -> AttemptResult {
             }
         }
     }
-}
-
-fn next_attempt_at(
-    policy: &RetryPolicy,
-    options: &ActivityOptions,
-    spec: &AttemptSpec,
-    error: &ActivityError,
-) -> Option<i64> {
-    if !policy.allows_retry_of(error.kind(), error.is_retryable()) {
-        return None;
-    }
-    let delay = policy.delay_before(spec.attempt + 1, rand::random::<f64>())?;
-    let at = clock::now_ms().saturating_add(clock::duration_ms(delay));
-    if let Some(limit) = options.schedule_to_close_ms {
-        let deadline = spec
-            .scheduled_at_ms
-            .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
-        if at >= deadline {
-            return None;
-        }
-    }
-    Some(at)
 }
 
 /// Records an attempt's result through the store, retrying a busy store briefly.
@@ -285,7 +342,7 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
                 Ok(tasks) => {
                     let n = tasks.len();
                     for t in tasks {
-                        spawn_attempt(
+                        spawn_resuming(
                             shared.clone(),
                             AttemptSpec {
                                 key: t.key,
@@ -298,6 +355,7 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
                                 attempt: t.attempt,
                                 scheduled_at_ms: t.scheduled_at_ms,
                             },
+                            t.last_heartbeat,
                             Reporter::Remote,
                         );
                     }

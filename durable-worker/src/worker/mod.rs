@@ -3,6 +3,7 @@
 
 mod activities;
 mod engine;
+mod heartbeat;
 mod run;
 
 use crate::error::WorkerError;
@@ -243,6 +244,7 @@ impl Worker {
         tasks.spawn(run::claim_loop(shared.clone()));
         tasks.spawn(activities::claim_loop(shared.clone()));
         tasks.spawn(timer_loop(shared.clone()));
+        tasks.spawn(timeout_loop(shared.clone()));
         tasks.spawn(lease_loop(shared.clone()));
         tasks.spawn(watchdog_loop(shared.clone()));
         let mut shutdown = shared.shutdown.clone();
@@ -309,6 +311,43 @@ async fn timer_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         tokio::select! {
             _ = tokio::time::sleep(shared.options.poll_interval) => {}
             _ = notify.notified() => {}
+        }
+    }
+}
+
+/// Ends what ran past its timeout by the store's clock: activity attempts that missed
+/// their heartbeat timeout (retried by their policy) and runs past their execution
+/// timeout (failed). Every worker sweeps, so the timeouts hold with any worker alive,
+/// across restarts.
+async fn timeout_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        if shared.is_shutting_down() {
+            return Ok(());
+        }
+        let attempts = shared.store.time_out_heartbeats(256).await;
+        let runs = shared.store.time_out_runs(256).await;
+        let mut more = false;
+        for (what, swept) in [
+            ("attempts past their heartbeat timeout", attempts),
+            ("runs past their execution timeout", runs),
+        ] {
+            match swept {
+                Ok(n) => more |= n == 256,
+                Err(e)
+                    if !e.is_retryable() && !matches!(e, durable_core::StoreError::Conflict(_)) =>
+                {
+                    tracing::warn!(error = %e, "ending {what} failed");
+                }
+                Err(_) => {}
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.poll_interval) => {}
+            _ = shutdown.changed() => {}
         }
     }
 }

@@ -30,8 +30,10 @@ impl PostgresStore {
         for (time, kind) in &c.events {
             id += 1;
             match kind {
-                EventKind::ActivityScheduled { seq, .. } => {
-                    event_ids.insert(seq.0, id);
+                EventKind::ActivityScheduled { seq, options, .. } => {
+                    let heartbeat_timeout =
+                        super::heartbeat::timeout_param(options.heartbeat_timeout_ms);
+                    event_ids.insert(seq.0, (id, heartbeat_timeout));
                 }
                 EventKind::TimerStarted { seq, duration_ms } => {
                     timers.push((i64::from(seq.0), span_ms(to_i64(*duration_ms))));
@@ -45,15 +47,23 @@ impl PostgresStore {
         let mut tasks = Vec::with_capacity(c.activities.len());
         if c.finish.is_none() {
             for a in &c.activities {
-                let event_id = event_ids.get(&a.seq.0).copied().ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "activity task {} without its ActivityScheduled event",
-                        a.seq
-                    ))
-                })?;
+                let (event_id, heartbeat_timeout) =
+                    event_ids.get(&a.seq.0).copied().ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "activity task {} without its ActivityScheduled event",
+                            a.seq
+                        ))
+                    })?;
                 // Local attempts start at once, leased to the committer: attempt 1.
                 let owner = a.local.then_some(c.worker.0.as_str());
-                tasks.push((i64::from(a.seq.0), a, event_id, i64::from(a.local), owner));
+                tasks.push((
+                    i64::from(a.seq.0),
+                    a,
+                    event_id,
+                    i64::from(a.local),
+                    owner,
+                    heartbeat_timeout,
+                ));
             }
         } else {
             timers.clear();
@@ -107,7 +117,8 @@ impl PostgresStore {
                 &tx,
                 concat!(
                     "INSERT INTO activity_tasks (namespace, run_key, seq, name, task_queue, event_id,
-                     attempt, owner, lease_expires_at_ms, available_at_ms, scheduled_at_ms)
+                     attempt, owner, lease_expires_at_ms, available_at_ms, scheduled_at_ms,
+                     heartbeat_timeout_ms, heartbeat_deadline_ms)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
                      CASE WHEN $8::TEXT IS NULL THEN 0 ELSE ",
                     now_ms!(),
@@ -115,7 +126,9 @@ impl PostgresStore {
                     now_ms!(),
                     ", ",
                     now_ms!(),
-                    ")"
+                    ", $10::BIGINT, CASE WHEN $8::TEXT IS NULL THEN NULL ELSE ",
+                    now_ms!(),
+                    " + $10::BIGINT END)"
                 ),
             )
             .await?;
@@ -186,7 +199,7 @@ impl PostgresStore {
         for (id, time, kind, seq, body) in &events {
             calls.push((&insert_event, vec![ns, &key, id, time, kind, seq, body]));
         }
-        for (seq, a, event_id, attempt, owner) in &tasks {
+        for (seq, a, event_id, attempt, owner, heartbeat_timeout) in &tasks {
             calls.push((
                 &insert_task,
                 vec![
@@ -199,6 +212,7 @@ impl PostgresStore {
                     attempt,
                     owner,
                     &lease_ms,
+                    heartbeat_timeout,
                 ],
             ));
         }

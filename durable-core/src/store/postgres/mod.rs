@@ -26,6 +26,8 @@ macro_rules! now_ms {
 }
 
 mod commit;
+mod deadline;
+mod heartbeat;
 mod notify;
 mod reset;
 mod schema;
@@ -254,7 +256,7 @@ fn check_text(what: &str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures";
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
 
 fn run_info(r: &tokio_postgres::Row) -> RunInfo {
     let status: String = r.get(4);
@@ -271,6 +273,7 @@ fn run_info(r: &tokio_postgres::Row) -> RunInfo {
         lease_expires_at_ms: r.get(9),
         reason: r.get(10),
         activation_failures: to_u32(r.get(11)),
+        execution_deadline_ms: r.get(12),
     }
 }
 
@@ -491,6 +494,7 @@ impl Store for PostgresStore {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
         check_text("workflow id", req.workflow_id.as_str())?;
         check_text("workflow name", &req.workflow)?;
+        let timeout_ms = req.execution_timeout_ms()?;
         let db = &self.inner;
         let mut client = db.client().await?;
         let tx = client.transaction().await.map_err(|e| db.err(e))?;
@@ -502,16 +506,24 @@ impl Store for PostgresStore {
                 &tx,
                 concat!(
                     "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
-                     created_at_ms, updated_at_ms, last_event_id, ready)
+                     created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms)
                      VALUES ($1, nextval('run_keys'), $2, 1, $3, $4, 'running', ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
-                    ", 1, TRUE)
+                    ", 1, TRUE, $5::BIGINT, ",
+                    now_ms!(),
+                    " + $5::BIGINT)
                      ON CONFLICT (namespace, workflow_id, run_number) DO NOTHING
                      RETURNING run_key, created_at_ms"
                 ),
-                &[&db.namespace, &req.workflow_id.as_str(), &run_id.as_str(), &req.workflow],
+                &[
+                    &db.namespace,
+                    &req.workflow_id.as_str(),
+                    &run_id.as_str(),
+                    &req.workflow,
+                    &timeout_ms,
+                ],
             )
             .await?;
         let out = match inserted {
@@ -785,7 +797,7 @@ impl Store for PostgresStore {
                          ORDER BY available_at_ms LIMIT $4
                          FOR UPDATE SKIP LOCKED)
                      UPDATE activity_tasks a SET attempt = a.attempt + 1, owner = $5,
-                         lease_expires_at_ms = ",
+                         heartbeat_deadline_ms = NULL, lease_expires_at_ms = ",
                     now_ms!(),
                     " + $6
                      FROM picked p, runs r, events e
@@ -793,7 +805,7 @@ impl Store for PostgresStore {
                      AND r.namespace = a.namespace AND r.run_key = a.run_key
                      AND e.namespace = a.namespace AND e.run_key = a.run_key AND e.event_id = a.event_id
                      RETURNING a.run_key, a.seq, a.attempt, a.scheduled_at_ms, a.name, a.event_id,
-                         r.workflow_id, r.run_id, e.body"
+                         r.workflow_id, r.run_id, e.body, a.heartbeat_details"
                 ),
                 &[
                     &db.namespace,
@@ -806,6 +818,7 @@ impl Store for PostgresStore {
             )
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        let mut heartbeat_clocks = Vec::new();
         for r in rows {
             let key: i64 = r.get(0);
             let seq: i64 = r.get(1);
@@ -817,6 +830,9 @@ impl Store for PostgresStore {
                     "event {event_id} of run {key} is not the schedule of activity task {seq}"
                 )));
             };
+            if let Some(timeout) = heartbeat::timeout_param(options.heartbeat_timeout_ms) {
+                heartbeat_clocks.push((key, seq, timeout));
+            }
             claimed.push(ActivityTask {
                 key: RunKey(key),
                 workflow_id: WorkflowId(r.get(6)),
@@ -827,8 +843,11 @@ impl Store for PostgresStore {
                 options,
                 attempt: to_u32(r.get(2)),
                 scheduled_at_ms: r.get(3),
+                last_heartbeat: db.open_heartbeat(r.get(9)),
             });
         }
+        db.start_heartbeat_clocks(&client, &heartbeat_clocks)
+            .await?;
         Ok(claimed)
     }
 
@@ -858,7 +877,7 @@ impl Store for PostgresStore {
                     .exec(
                         &client,
                         "UPDATE activity_tasks SET owner = NULL, lease_expires_at_ms = 0, available_at_ms = $6,
-                         last_error = $7
+                         last_error = $7, heartbeat_deadline_ms = NULL
                          WHERE namespace = $1 AND run_key = $2 AND seq = $3 AND attempt = $4 AND owner = $5",
                         &[
                             &db.namespace,
@@ -916,6 +935,26 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db.err(e))?;
         self.wake_workers();
         Ok(())
+    }
+
+    async fn record_heartbeat(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        details: Payload,
+    ) -> Result<(), StoreError> {
+        self.record_heartbeat_of(worker, key, seq, attempt, details)
+            .await
+    }
+
+    async fn time_out_heartbeats(&self, limit: usize) -> Result<usize, StoreError> {
+        self.time_out_attempts(limit).await
+    }
+
+    async fn time_out_runs(&self, limit: usize) -> Result<usize, StoreError> {
+        self.time_out_runs_past_deadline(limit).await
     }
 
     async fn fire_due_timers(&self, limit: usize, grace: Duration) -> Result<usize, StoreError> {
@@ -1091,7 +1130,8 @@ impl Store for PostgresStore {
         let rows = db
             .query(
                 &client,
-                "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error
+                "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error,
+                 last_heartbeat_at_ms
                  FROM activity_tasks WHERE namespace = $1 AND run_key = $2 ORDER BY seq",
                 &[&db.namespace, &key.0],
             )
@@ -1106,6 +1146,7 @@ impl Store for PostgresStore {
                 owner: r.get(4),
                 available_at_ms: r.get(5),
                 last_error: r.get(6),
+                last_heartbeat_at_ms: r.get(7),
             })
             .collect())
     }

@@ -26,7 +26,7 @@ impl PostgresStore {
         let row = db
             .query_opt(
                 &tx,
-                "SELECT workflow, last_event_id, run_number, inbox_seq FROM runs
+                "SELECT workflow, last_event_id, run_number, inbox_seq, execution_timeout_ms FROM runs
                  WHERE namespace = $1 AND run_key = $2",
                 &[&db.namespace, &old],
             )
@@ -36,6 +36,7 @@ impl PostgresStore {
         let last: i64 = row.get(1);
         let run_number: i64 = row.get(2);
         let inbox_seq: i64 = row.get(3);
+        let timeout_ms: Option<i64> = row.get(4);
         let to = to_i64(to.0);
         if to < 1 || to > last {
             return Err(StoreError::Invalid(format!(
@@ -52,7 +53,7 @@ impl PostgresStore {
             .await?;
         if let Some(r) = rows.last() {
             let kind: &str = r.get(2);
-            if kind == "RunCompleted" || kind == "RunFailed" {
+            if kind == "RunCompleted" || kind == "RunFailed" || kind == "RunTimedOut" {
                 return Err(StoreError::Invalid(format!(
                     "event {to} of run '{wid}' ends the run; reset to an earlier event"
                 )));
@@ -63,9 +64,11 @@ impl PostgresStore {
         let key: i64 = db
             .query_opt(
                 &tx,
+                // The new run gets a fresh deadline with the old run's execution timeout.
                 "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
-                 created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq)
-                 VALUES ($1, nextval('run_keys'), $2, $3, $4, $5, 'running', $6, $6, $7, TRUE, $8)
+                 created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms, deadline_ms)
+                 VALUES ($1, nextval('run_keys'), $2, $3, $4, $5, 'running', $6, $6, $7, TRUE, $8, $9::BIGINT,
+                 $6 + $9::BIGINT)
                  RETURNING run_key",
                 &[
                     &db.namespace,
@@ -76,6 +79,7 @@ impl PostgresStore {
                     &now,
                     &to,
                     &inbox_seq,
+                    &timeout_ms,
                 ],
             )
             .await?

@@ -8,7 +8,9 @@ use tokio_postgres::error::SqlState;
 /// Schema migrations in order; version N is the N-th entry.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
-    include_str!("migrations/002_drop_attempts_by_owner.sql"),
+    include_str!("migrations/002_activity_heartbeats.sql"),
+    include_str!("migrations/003_execution_timeouts.sql"),
+    include_str!("migrations/004_drop_attempts_by_owner.sql"),
 ];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.

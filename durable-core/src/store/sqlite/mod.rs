@@ -2,6 +2,8 @@
 //! commits many runs' appends in one transaction (group commit), reader threads on
 //! their own connections.
 
+mod deadline;
+mod heartbeat;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -447,7 +449,7 @@ impl Shared {
     }
 }
 
-const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures";
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
 
 fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(4)?;
@@ -464,6 +466,7 @@ fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
         lease_expires_at_ms: r.get(9)?,
         reason: r.get(10)?,
         activation_failures: to_u32(r.get(11)?),
+        execution_deadline_ms: r.get(12)?,
     })
 }
 
@@ -476,6 +479,7 @@ impl Store for SqliteStore {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
         check_text("workflow id", req.workflow_id.as_str())?;
         check_text("workflow name", &req.workflow)?;
+        let timeout_ms = req.execution_timeout_ms()?;
         let shared = self.shared.clone();
         let out = self
             .writer
@@ -497,12 +501,15 @@ impl Store for SqliteStore {
                 }
                 let now = clock::now_ms();
                 let run_id = RunId::generate();
+                let deadline = timeout_ms.map(|t| clock::host_now_ms().saturating_add(t));
                 conn.prepare_cached(
                     "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                     last_event_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1)",
+                     last_event_id, ready, execution_timeout_ms, deadline_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, ?6, ?7)",
                 )
                 .map_err(sql_err)?
-                .execute(params![shared.namespace, req.workflow_id.as_str(), run_id.as_str(), req.workflow, now])
+                .execute(params![shared.namespace, req.workflow_id.as_str(), run_id.as_str(), req.workflow, now,
+                    timeout_ms, deadline])
                 .map_err(sql_err)?;
                 let key = conn.last_insert_rowid();
                 shared.append(
@@ -730,8 +737,8 @@ impl Store for SqliteStore {
                 for (i, (_, kind)) in c.events.iter().enumerate() {
                     let id = first + i64::try_from(i).unwrap_or(0);
                     match kind {
-                        EventKind::ActivityScheduled { seq, .. } => {
-                            event_ids.insert(seq.0, id);
+                        EventKind::ActivityScheduled { seq, options, .. } => {
+                            event_ids.insert(seq.0, (id, options.heartbeat_timeout_ms.map(to_i64)));
                         }
                         EventKind::TimerStarted { seq, duration_ms } => {
                             timers.push((seq.0, *duration_ms));
@@ -741,7 +748,7 @@ impl Store for SqliteStore {
                 }
                 if c.finish.is_none() {
                     for a in &c.activities {
-                        let event_id = event_ids.get(&a.seq.0).copied().ok_or_else(|| {
+                        let (event_id, heartbeat_timeout) = event_ids.get(&a.seq.0).copied().ok_or_else(|| {
                             StoreError::Invalid(format!(
                                 "activity task {} without its ActivityScheduled event",
                                 a.seq
@@ -752,12 +759,17 @@ impl Store for SqliteStore {
                         } else {
                             (0, None, 0)
                         };
+                        // A local attempt starts now: so does its heartbeat clock.
+                        let heartbeat_deadline =
+                            heartbeat_timeout.filter(|_| a.local).map(|t| now.saturating_add(t));
                         conn.prepare_cached(
                             "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
-                             lease_expires_at_ms, available_at_ms, scheduled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                             lease_expires_at_ms, available_at_ms, scheduled_at_ms, heartbeat_timeout_ms, heartbeat_deadline_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
                         )
                         .map_err(sql_err)?
-                        .execute(params![key, a.seq.0, shared.namespace, a.name, a.task_queue, event_id, attempt, owner, lease, now])
+                        .execute(params![key, a.seq.0, shared.namespace, a.name, a.task_queue, event_id, attempt, owner, lease, now,
+                            heartbeat_timeout, heartbeat_deadline])
                         .map_err(sql_err)?;
                     }
                     for (seq, duration) in timers {
@@ -969,22 +981,26 @@ impl Store for SqliteStore {
                 let now = clock::host_now_ms();
                 let mut claimed = Vec::new();
                 for (key, seq) in candidates {
-                    let row: Option<(i64, i64, i64, String, String, String)> = conn
+                    type Claimed = (i64, i64, i64, String, String, String, Option<Vec<u8>>);
+                    let row: Option<Claimed> = conn
                         .prepare_cached(
-                            "UPDATE activity_tasks SET attempt = attempt + 1, owner = ?3, lease_expires_at_ms = ?4
+                            "UPDATE activity_tasks SET attempt = attempt + 1, owner = ?3, lease_expires_at_ms = ?4,
+                             heartbeat_deadline_ms = NULL
                              WHERE run_key = ?1 AND seq = ?2 AND available_at_ms <= ?5
                              AND (owner IS NULL OR lease_expires_at_ms < ?5)
                              RETURNING attempt, event_id, scheduled_at_ms, name,
                                (SELECT workflow_id FROM runs WHERE runs.run_key = activity_tasks.run_key),
-                               (SELECT run_id FROM runs WHERE runs.run_key = activity_tasks.run_key)",
+                               (SELECT run_id FROM runs WHERE runs.run_key = activity_tasks.run_key),
+                               heartbeat_details",
                         )
                         .map_err(sql_err)?
                         .query_row(params![key, seq, me, now.saturating_add(lease_ms), now], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                         })
                         .optional()
                         .map_err(sql_err)?;
-                    let Some((attempt, event_id, scheduled_at_ms, name, workflow_id, run_id)) = row
+                    let Some((attempt, event_id, scheduled_at_ms, name, workflow_id, run_id, heartbeat)) =
+                        row
                     else {
                         continue;
                     };
@@ -1000,6 +1016,7 @@ impl Store for SqliteStore {
                             "event {event_id} of run {key} is not the schedule of activity task {seq}"
                         )));
                     };
+                    shared.start_heartbeat_clock(conn, key, seq, options.heartbeat_timeout_ms, now)?;
                     claimed.push(ActivityTask {
                         key: RunKey(key),
                         workflow_id: WorkflowId(workflow_id),
@@ -1010,6 +1027,7 @@ impl Store for SqliteStore {
                         options,
                         attempt: to_u32(attempt),
                         scheduled_at_ms,
+                        last_heartbeat: shared.open_heartbeat(heartbeat),
                     });
                 }
                 Ok(claimed)
@@ -1050,7 +1068,7 @@ impl Store for SqliteStore {
                     } => {
                         conn.prepare_cached(
                             "UPDATE activity_tasks SET owner = NULL, lease_expires_at_ms = 0, available_at_ms = ?3,
-                             last_error = ?4 WHERE run_key = ?1 AND seq = ?2",
+                             last_error = ?4, heartbeat_deadline_ms = NULL WHERE run_key = ?1 AND seq = ?2",
                         )
                         .map_err(sql_err)?
                         .execute(params![key.0, seq.0, next_attempt_at_ms, shared.seal_text(error.to_string())])
@@ -1087,6 +1105,26 @@ impl Store for SqliteStore {
             self.wake_workers();
         }
         Ok(())
+    }
+
+    async fn record_heartbeat(
+        &self,
+        worker: &WorkerId,
+        key: RunKey,
+        seq: CommandSeq,
+        attempt: u32,
+        details: Payload,
+    ) -> Result<(), StoreError> {
+        self.record_heartbeat_of(worker, key, seq, attempt, details)
+            .await
+    }
+
+    async fn time_out_heartbeats(&self, limit: usize) -> Result<usize, StoreError> {
+        self.time_out_attempts(limit).await
+    }
+
+    async fn time_out_runs(&self, limit: usize) -> Result<usize, StoreError> {
+        self.time_out_runs_past_deadline(limit).await
     }
 
     async fn fire_due_timers(&self, limit: usize, grace: Duration) -> Result<usize, StoreError> {
@@ -1205,11 +1243,11 @@ impl Store for SqliteStore {
                 let Some((old, status)) = shared.latest_run(conn, wid.as_str())? else {
                     return Err(StoreError::NotFound(wid));
                 };
-                let (workflow, last): (String, i64) = conn
+                let (workflow, last, timeout_ms): (String, i64, Option<i64>) = conn
                     .query_row(
-                        "SELECT workflow, last_event_id FROM runs WHERE run_key = ?1",
+                        "SELECT workflow, last_event_id, execution_timeout_ms FROM runs WHERE run_key = ?1",
                         [old],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .map_err(sql_err)?;
                 let to = to_i64(to.0);
@@ -1237,7 +1275,7 @@ impl Store for SqliteStore {
                     }
                 }
                 if let Some((_, _, kind, _, _)) = rows.last()
-                    && (kind == "RunCompleted" || kind == "RunFailed")
+                    && (kind == "RunCompleted" || kind == "RunFailed" || kind == "RunTimedOut")
                 {
                     return Err(StoreError::Invalid(format!(
                         "event {to} of run '{wid}' ends the run; reset to an earlier event"
@@ -1245,12 +1283,15 @@ impl Store for SqliteStore {
                 }
                 let now = clock::now_ms();
                 let run_id = RunId::generate();
+                // The new run gets a fresh deadline with the old run's execution timeout.
+                let deadline = timeout_ms.map(|t| clock::host_now_ms().saturating_add(t));
                 conn.prepare_cached(
                     "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                     last_event_id, ready) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6, 1)",
+                     last_event_id, ready, execution_timeout_ms, deadline_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6, 1, ?7, ?8)",
                 )
                 .map_err(sql_err)?
-                .execute(params![shared.namespace, wid.as_str(), run_id.as_str(), workflow, now, to])
+                .execute(params![shared.namespace, wid.as_str(), run_id.as_str(), workflow, now, to, timeout_ms, deadline])
                 .map_err(sql_err)?;
                 let key = conn.last_insert_rowid();
                 let mut scheduled = std::collections::BTreeMap::new();
@@ -1404,8 +1445,8 @@ impl Store for SqliteStore {
             .submit(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error
-                         FROM activity_tasks WHERE run_key = ?1 ORDER BY seq",
+                        "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error,
+                         last_heartbeat_at_ms FROM activity_tasks WHERE run_key = ?1 ORDER BY seq",
                     )
                     .map_err(sql_err)?;
                 let rows = stmt
@@ -1418,6 +1459,7 @@ impl Store for SqliteStore {
                             owner: r.get(4)?,
                             available_at_ms: r.get(5)?,
                             last_error: shared.open_text(r.get(6)?),
+                            last_heartbeat_at_ms: r.get(7)?,
                         })
                     })
                     .map_err(sql_err)?;

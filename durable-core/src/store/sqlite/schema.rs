@@ -10,7 +10,9 @@ pub(crate) const APPLICATION_ID: i32 = 0x4452_4231;
 /// Schema migrations in order; version N is the N-th entry.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
-    include_str!("migrations/002_drop_attempts_by_owner.sql"),
+    include_str!("migrations/002_activity_heartbeats.sql"),
+    include_str!("migrations/003_execution_timeouts.sql"),
+    include_str!("migrations/004_drop_attempts_by_owner.sql"),
 ];
 
 /// The newest schema version this binary knows.

@@ -68,6 +68,7 @@ fn start_request(id: &str) -> StartRequest {
         workflow: "order".into(),
         input: enc(id),
         seed: 7,
+        execution_timeout: None,
     }
 }
 
@@ -224,6 +225,7 @@ async fn start_run_is_idempotent_per_workflow_id() -> TestResult {
             workflow: "refund".into(),
             input: enc("other"),
             seed: 99,
+            execution_timeout: None,
         }),
     )
     .await?;
@@ -1348,42 +1350,6 @@ async fn a_database_from_a_newer_durable_is_refused_and_left_alone() -> TestResu
     Ok(())
 }
 
-/// A file at schema version 1 (as the first release wrote it) is migrated in place when
-/// opened, keeping its runs.
-#[tokio::test]
-async fn a_version_1_database_is_migrated_and_keeps_its_runs() -> TestResult {
-    let dir = TempDir::new()?;
-    let path = db_path(&dir);
-    {
-        let store = open(&dir)?;
-        start(&store, "order-1").await?;
-    }
-    {
-        let conn = Connection::open(&path)?;
-        conn.execute_batch(
-            "CREATE INDEX activity_tasks_by_owner ON activity_tasks (owner) WHERE owner IS NOT NULL;
-             PRAGMA user_version = 1;",
-        )?;
-    }
-    let store = open(&dir)?;
-    let info = store
-        .find_run(&WorkflowId::from("order-1"))
-        .await?
-        .expect("the run survives the migration");
-    assert_eq!(info.status, RunStatus::Running);
-    drop(store);
-    let conn = Connection::open(&path)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, schema::current_version());
-    let index: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'activity_tasks_by_owner'",
-        [],
-        |r| r.get(0),
-    )?;
-    assert_eq!(index, 0, "migration 2 drops the index");
-    Ok(())
-}
-
 /// Eight openers race to create one new file: each must open it (none may see the file
 /// half made and refuse it as foreign), and the result is one database.
 #[test]
@@ -1599,5 +1565,70 @@ async fn empty_nul_and_oversized_ids_are_refused() -> TestResult {
             ("timers", 0)
         ]
     );
+    Ok(())
+}
+
+/// A file written by a durable with schema version 1 (before heartbeats) is migrated on
+/// open: its rows stay, and the new columns work.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_rows() -> TestResult {
+    let dir = TempDir::new()?;
+    let path = db_path(&dir);
+    {
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(include_str!("migrations/001_init.sql"))?;
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
+        conn.pragma_update(None, "user_version", 1)?;
+        conn.execute(
+            "INSERT INTO runs (run_key, namespace, workflow_id, run_id, workflow, status, created_at_ms,
+             updated_at_ms, last_event_id, ready) VALUES (1, 'default', 'old-1', 'r-1', 'order', 'running', 0, 0, 2, 0)",
+            [],
+        )?;
+        let started = rmp_serde::to_vec_named(&EventKind::RunStarted {
+            workflow: "order".into(),
+            input: enc("old-1"),
+            seed: 7,
+        })?;
+        let upload = rmp_serde::to_vec_named(&scheduled(1, "upload"))?;
+        conn.execute(
+            "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES
+             (1, 1, 0, 'RunStarted', NULL, ?1), (1, 2, 0, 'ActivityScheduled', 1, ?2)",
+            rusqlite::params![started, upload],
+        )?;
+        conn.execute(
+            "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt,
+             owner, lease_expires_at_ms, available_at_ms, scheduled_at_ms) VALUES
+             (1, 1, 'default', 'upload', '', 2, 0, NULL, 0, 0, 0)",
+            [],
+        )?;
+    }
+    let store = open(&dir)?;
+    {
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(version, schema::current_version());
+        let index: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'activity_tasks_by_owner'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(index, 0, "migration 4 drops the index");
+    }
+    let pending = timed("pending", store.pending_activities(RunKey(1))).await?;
+    assert_eq!(pending.len(), 1, "the old task survived the migration");
+    assert_eq!(pending[0].last_heartbeat_at_ms, None);
+    let task = timed(
+        "claim",
+        store.claim_activities(&worker("w"), &["upload".into()], &[String::new()], 1, LEASE),
+    )
+    .await?
+    .pop()
+    .ok_or("the old task is claimable")?;
+    assert_eq!((task.attempt, task.last_heartbeat), (1, None));
+    timed(
+        "heartbeat",
+        store.record_heartbeat(&worker("w"), RunKey(1), CommandSeq(1), 1, enc(&5u32)),
+    )
+    .await?;
     Ok(())
 }

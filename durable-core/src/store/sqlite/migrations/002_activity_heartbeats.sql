@@ -1,0 +1,13 @@
+-- durable schema, version 2: activity heartbeats.
+--
+-- An attempt of a call with a heartbeat timeout must heartbeat before
+-- `heartbeat_deadline_ms` (its start, then its last heartbeat, plus the timeout, by the
+-- store's clock), or the store's sweep ends it with a `HeartbeatTimeout` failure and
+-- retries it by its policy. The deadline is NULL while no attempt runs. The last
+-- heartbeat's details (sealed by the codec, like event bodies) stay for the next attempt.
+ALTER TABLE activity_tasks ADD COLUMN heartbeat_timeout_ms INTEGER;
+ALTER TABLE activity_tasks ADD COLUMN heartbeat_deadline_ms INTEGER;
+ALTER TABLE activity_tasks ADD COLUMN last_heartbeat_at_ms INTEGER;
+ALTER TABLE activity_tasks ADD COLUMN heartbeat_details BLOB;
+CREATE INDEX activity_tasks_heartbeat_due ON activity_tasks (namespace, heartbeat_deadline_ms)
+    WHERE heartbeat_deadline_ms IS NOT NULL;
