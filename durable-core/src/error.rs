@@ -325,6 +325,17 @@ pub enum ReplayError {
         /// The panic message.
         message: String,
     },
+    /// Workflow code produced a payload (an activity's input, the run's output) over
+    /// the worker's size limit; nothing of the activation is recorded.
+    #[error("{what} is {size} bytes, over the payload limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Which payload, e.g. "the input of activity charge (command 3)".
+        what: String,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ReplayError {

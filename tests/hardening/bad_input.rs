@@ -1035,12 +1035,14 @@ async fn accepted_oddities_end_runs_clearly_instead_of_sticking() {
         assert_eq!(info.status, RunStatus::Suspended);
         let reason = info.reason.unwrap_or_default();
         assert!(reason.contains("over the payload limit"), "{reason}");
+        assert!(!reason.contains("panicked"), "an oversized output is not a panic: {reason}");
         t.row("a run output over the limit", format!("suspended: {}", described(&reason)), "-");
 
         let info = support::wait_settled(&client, "big-in").await;
         assert_eq!(info.status, RunStatus::Suspended);
         let reason = info.reason.unwrap_or_default();
         assert!(reason.contains("over the payload limit"), "{reason}");
+        assert!(!reason.contains("panicked"), "an oversized input is not a panic: {reason}");
         t.row("an activity input over the limit", format!("suspended: {}", described(&reason)), "-");
 
         let info = support::wait_settled(&client, "unknown").await;

@@ -194,11 +194,10 @@ fn record_commands(
         if let Command::ScheduleActivity { name, input, .. } = &cmd
             && input.len() > max_payload
         {
-            return Err(ReplayError::Panicked {
-                message: format!(
-                    "the input of activity {name} (command {seq}) is {} bytes, over the payload limit of {max_payload} bytes",
-                    input.len()
-                ),
+            return Err(ReplayError::PayloadTooLarge {
+                what: format!("the input of activity {name} (command {seq})"),
+                size: input.len(),
+                limit: max_payload,
             });
         }
         let event = Event {
@@ -212,11 +211,10 @@ fn record_commands(
     if let Some(outcome) = machine.take_outcome() {
         let kind = match outcome {
             Ok(output) if output.len() > max_payload => {
-                return Err(ReplayError::Panicked {
-                    message: format!(
-                        "the workflow's output is {} bytes, over the payload limit of {max_payload} bytes",
-                        output.len()
-                    ),
+                return Err(ReplayError::PayloadTooLarge {
+                    what: "the workflow's output".to_owned(),
+                    size: output.len(),
+                    limit: max_payload,
                 });
             }
             Ok(output) => EventKind::RunCompleted { output },
