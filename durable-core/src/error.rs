@@ -294,6 +294,17 @@ pub enum ReplayError {
         /// What history has there.
         recorded: String,
     },
+    /// The code ended the run another way than history records: it completed where the
+    /// run failed, or the reverse.
+    #[error("non-determinism at event {event}: history says the run {recorded}, the code {code}")]
+    DifferentOutcome {
+        /// The terminal event.
+        event: EventId,
+        /// How history ends the run, e.g. "failed (PaymentDeclined: card expired)".
+        recorded: String,
+        /// How the code ended it, e.g. "completed".
+        code: String,
+    },
     /// A recorded payload could not be decoded.
     #[error("history of run {run} is unreadable at event {event}")]
     Corrupt {
@@ -348,6 +359,7 @@ impl ReplayError {
                 | ReplayError::ExtraCommand { .. }
                 | ReplayError::UnfinishedRun { .. }
                 | ReplayError::EarlyFinish { .. }
+                | ReplayError::DifferentOutcome { .. }
         )
     }
 }

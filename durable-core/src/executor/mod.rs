@@ -260,7 +260,24 @@ impl RunMachine {
                         "failed".into()
                     },
                 }),
-                (Some(_), _) => {
+                (Some(outcome), kind) => {
+                    let describe = |ok: bool, error: Option<&WorkflowError>| match (ok, error) {
+                        (true, _) => "completed".to_owned(),
+                        (false, Some(e)) => format!("failed ({e})"),
+                        (false, None) => "failed".to_owned(),
+                    };
+                    let recorded_ok = matches!(kind, EventKind::RunCompleted { .. });
+                    if outcome.is_ok() != recorded_ok {
+                        let recorded_error = match kind {
+                            EventKind::RunFailed { error } => Some(error),
+                            _ => None,
+                        };
+                        return Err(ReplayError::DifferentOutcome {
+                            event: event.id,
+                            recorded: describe(recorded_ok, recorded_error),
+                            code: describe(outcome.is_ok(), outcome.as_ref().err()),
+                        });
+                    }
                     self.outcome_taken = true;
                     self.finished_at = Some(event.id);
                     Ok(())

@@ -1385,6 +1385,43 @@ fn history_that_records_completion_while_the_code_waits_is_an_unfinished_run() {
     }
 }
 
+/// History: the run failed at its only activity (`echo` failed for good).
+/// New code: catches the failure and completes with a default.
+/// Expected: DifferentOutcome at the terminal event.
+#[test]
+fn code_that_completes_where_history_failed_is_a_different_outcome() {
+    workflow!(Tolerant = "tolerant", |ctx, _input: ()| -> u64 {
+        Ok(ctx.activity::<Echo>(1).await.unwrap_or(0))
+    });
+    let error = WorkflowError::new("Declined", "card expired");
+    let history = HistoryBuilder::start("tolerant", (), 1)
+        .scheduled(1, "echo", 1u64)
+        .push(EventKind::ActivityFailed {
+            seq: CommandSeq(1),
+            error: ActivityError::non_retryable("Declined", "card expired").with_attempts(1),
+        })
+        .push(EventKind::RunFailed { error })
+        .build();
+    match restore::<Tolerant>(&history) {
+        Err(ReplayError::DifferentOutcome {
+            event,
+            recorded,
+            code,
+        }) => {
+            assert_eq!(event, EventId(4));
+            assert_eq!(recorded, "failed (Declined: card expired)");
+            assert_eq!(code, "completed");
+        }
+        other => panic!("expected DifferentOutcome, got {other:?}"),
+    }
+    let same = HistoryBuilder::start("tolerant", (), 1)
+        .scheduled(1, "echo", 1u64)
+        .completed(1, 5u64)
+        .run_completed(5u64)
+        .build();
+    assert!(restore::<Tolerant>(&same).is_ok(), "the same outcome replays");
+}
+
 #[test]
 fn divergence_errors_say_where_and_what() {
     let err = ReplayError::Nondeterminism {

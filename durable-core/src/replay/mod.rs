@@ -221,6 +221,9 @@ pub fn divergence_report(history: &[Event], err: &ReplayError) -> String {
         ReplayError::UnfinishedRun { event, .. } => {
             (Some(*event), Some("(the code is still waiting)".into()))
         }
+        ReplayError::DifferentOutcome { event, code, .. } => {
+            (Some(*event), Some(format!("(the code {code} here)")))
+        }
         ReplayError::EarlyFinish { event, .. } => (
             Some(*event),
             Some("(the code finished the run here)".into()),
