@@ -1419,7 +1419,10 @@ fn code_that_completes_where_history_failed_is_a_different_outcome() {
         .completed(1, 5u64)
         .run_completed(5u64)
         .build();
-    assert!(restore::<Tolerant>(&same).is_ok(), "the same outcome replays");
+    assert!(
+        restore::<Tolerant>(&same).is_ok(),
+        "the same outcome replays"
+    );
 }
 
 #[test]
