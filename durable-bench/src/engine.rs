@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long any one workload may take before the benchmark gives up on it.
-const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Opens a fresh store at `path` with the given durability.
 pub(crate) fn open_store(path: &Path, synchronous: Synchronous) -> anyhow::Result<SharedStore> {
@@ -176,15 +176,23 @@ async fn batch<W: Workflow>(client: &Client, inputs: Vec<W::Input>) -> anyhow::R
         WORKLOAD_TIMEOUT,
     )
     .await?;
-    let last = runs.iter().map(|r| r.updated_at_ms).max().unwrap_or(t0);
-    let mut latencies: Vec<i64> = runs.iter().map(|r| r.updated_at_ms - t0).collect();
-    latencies.sort_unstable();
-    let secs = ((last - t0).max(1)) as f64 / 1000.0;
-    Ok(Batch {
-        runs_per_s: n as f64 / secs,
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
-    })
+    Ok(Batch::of(t0, &runs))
+}
+
+impl Batch {
+    /// The figures of `runs`, all started at `t0` (ms, the clock of their `updated_at_ms`)
+    /// and all finished.
+    pub(crate) fn of(t0: i64, runs: &[RunInfo]) -> Batch {
+        let last = runs.iter().map(|r| r.updated_at_ms).max().unwrap_or(t0);
+        let mut latencies: Vec<i64> = runs.iter().map(|r| r.updated_at_ms - t0).collect();
+        latencies.sort_unstable();
+        let secs = ((last - t0).max(1)) as f64 / 1000.0;
+        Batch {
+            runs_per_s: runs.len() as f64 / secs,
+            p50_ms: percentile(&latencies, 50.0),
+            p99_ms: percentile(&latencies, 99.0),
+        }
+    }
 }
 
 /// W2: `runs` runs of `steps` no-op activities, all started at once.

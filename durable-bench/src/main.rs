@@ -8,16 +8,23 @@
 //!
 //! Options: `--dir DIR` (where the SQLite files go; a fresh directory under the system
 //! temp dir by default, removed at the end unless `--keep`), `--no-peer`, and
-//! `--only LIST` with any of `fsync,w1,w2,w3,replay,recovery,memory,normal,peer` (to
+//! `--only LIST` with any of `fsync,w1,w2,w3,replay,recovery,memory,normal,peer,pg` (to
 //! profile one workload). Prints a table, then one JSON object as the last line.
 //!
 //! Every workload opens a fresh SQLite file in that directory with durable's default
 //! durability (`synchronous=FULL`: one fsync per commit); `normal` reruns W1 to W3 with
 //! `synchronous=NORMAL`, the setting duroxide's provider ends up with, for a comparison
 //! at equal durability.
+//!
+//! `--database-url postgres://...` (or `DURABLE_BENCH_DATABASE_URL`) runs W2 on that
+//! PostgreSQL database with 1, 2 and 4 worker processes, each count in a fresh schema
+//! that is dropped afterwards (the `pg` part; see `pg.rs`). With a URL, only `pg` runs
+//! unless `--only` names other parts too: the SQLite workloads and the peer measure the
+//! local disk, not the server, and take minutes of their own.
 
 mod engine;
 mod peer;
+mod pg;
 mod procs;
 mod report;
 mod sys;
@@ -44,7 +51,12 @@ struct Plan {
     memory_cached: usize,
     memory_backlog: usize,
     peer: peer::PeerPlan,
+    /// Runs of W2 on PostgreSQL (of `w2_steps` steps each).
+    pg_runs: usize,
 }
+
+/// The worker process counts W2 on PostgreSQL runs with.
+const PG_PROCESSES: [usize; 3] = [1, 2, 4];
 
 impl Plan {
     fn new(quick: bool) -> Self {
@@ -76,6 +88,7 @@ impl Plan {
                 poll_ms: 1,
                 concurrency: 4,
             },
+            pg_runs: w2_runs,
         }
     }
 }
@@ -86,11 +99,27 @@ struct Args {
     keep: bool,
     peer: bool,
     only: Option<Vec<String>>,
+    database_url: Option<String>,
+}
+
+impl Args {
+    /// Whether to run `part`: the ones `--only` lists; otherwise every SQLite part and
+    /// the peer, or with a database URL only `pg`.
+    fn wants(&self, part: &str) -> bool {
+        match &self.only {
+            Some(list) => list.iter().any(|p| p == part),
+            None if self.database_url.is_some() => part == "pg",
+            None => part != "pg",
+        }
+    }
 }
 
 const PARTS: &[&str] = &[
-    "fsync", "w1", "w2", "w3", "replay", "recovery", "memory", "normal", "peer",
+    "fsync", "w1", "w2", "w3", "replay", "recovery", "memory", "normal", "peer", "pg",
 ];
+
+/// The environment variable `--database-url` falls back to.
+const DATABASE_URL_ENV: &str = "DURABLE_BENCH_DATABASE_URL";
 
 fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut parsed = Args {
@@ -99,6 +128,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         keep: false,
         peer: true,
         only: None,
+        database_url: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -127,15 +157,34 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
                 }
                 parsed.only = Some(list);
             }
+            "--database-url" => {
+                parsed.database_url = Some(
+                    it.next()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "--database-url needs a URL, e.g. postgres://user@host/db"
+                            )
+                        })?
+                        .clone(),
+                );
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: durable-bench [--quick] [--dir DIR] [--keep] [--no-peer] [--only {}]",
+                    "usage: durable-bench [--quick] [--dir DIR] [--keep] [--no-peer] [--only {}] [--database-url postgres://...]",
                     PARTS.join(",")
                 );
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if parsed.database_url.is_none() {
+        parsed.database_url = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty());
+    }
+    if parsed.database_url.is_none() && parsed.wants("pg") {
+        anyhow::bail!("--only pg needs --database-url (or {DATABASE_URL_ENV})");
     }
     Ok(parsed)
 }
@@ -164,11 +213,7 @@ async fn step<T>(
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(args.quick);
-    let wants = |part: &str| {
-        args.only
-            .as_ref()
-            .is_none_or(|l| l.iter().any(|p| p == part))
-    };
+    let wants = |part: &str| args.wants(part);
     let (dir, made_dir) = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
@@ -283,23 +328,58 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             f.peer_error = errors.last().cloned();
         }
     }
+    if let Some(url) = args.database_url.as_deref().filter(|_| wants("pg")) {
+        f.pg_url = Some(pg::redact(url));
+        f.pg_runs = plan.pg_runs;
+        for processes in PG_PROCESSES {
+            let measured = step(
+                &format!("W2 on PostgreSQL, {processes} worker processes"),
+                &mut errors,
+                pg::w2(url, plan.pg_runs, plan.w2_steps, processes),
+            )
+            .await;
+            f.pg_w2.push((processes, measured));
+        }
+    }
     f.errors = errors;
     f.seconds = started.elapsed().as_secs_f64();
     if made_dir && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    report::print(&f, &plan_summary(&plan));
+    report::print(&f, &plan_summary(&plan, f.pg_url.is_some()));
+    // The figures are printed either way; a workload of ours that failed makes the run
+    // fail (so a smoke run in CI does), the peer's own failure does not.
+    let own: Vec<&String> = f
+        .errors
+        .iter()
+        .filter(|e| Some(*e) != f.peer_error.as_ref())
+        .collect();
+    if !own.is_empty() {
+        anyhow::bail!(
+            "{} workload(s) failed: {}",
+            own.len(),
+            own.iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     Ok(())
 }
 
-fn plan_summary(plan: &Plan) -> String {
+fn plan_summary(plan: &Plan, pg: bool) -> String {
     let peer = if plan.peer.w2_runs == plan.w2_runs && plan.peer.w3_orders == plan.w3_orders {
         String::new()
     } else {
         format!(" (peer: {} and {})", plan.peer.w2_runs, plan.peer.w3_orders)
     };
+    let pg = if pg {
+        format!(", PostgreSQL W2 {} runs", plan.pg_runs)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: W1 {} steps, W2 {} runs x {} steps, W3 {} orders{peer}, replay {} events, recovery {} runs (lease {} ms), memory {} cached / {} sleeping runs",
+        "{}: W1 {} steps, W2 {} runs x {} steps, W3 {} orders{peer}, replay {} events, recovery {} runs (lease {} ms), memory {} cached / {} sleeping runs{pg}",
         if plan.quick { "quick" } else { "full" },
         plan.w1_steps,
         plan.w2_runs,

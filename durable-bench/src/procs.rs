@@ -2,7 +2,9 @@
 //! the resident memory of a worker holding many runs.
 //!
 //! The benchmark binary is its own worker: `durable-bench __worker --db PATH --lease-ms N`
-//! runs a worker with the benchmark's registry until its standard input closes.
+//! (or `--database-url URL --database-schema S` for PostgreSQL, see `pg.rs`) runs a
+//! worker with the benchmark's registry until its standard input closes, then prints its
+//! counters as one `stats {...}` line.
 
 use crate::engine::{open_store, wait_finished};
 use crate::sys;
@@ -10,40 +12,74 @@ use crate::workloads::{self, sleeper, slow_chain};
 use anyhow::{Context as _, bail};
 use durable::store::{RunFilter, RunInfo, RunStatus, SharedStore};
 use durable::{
-    Client, EventId, EventKind, SqliteOptions, SqliteStore, Synchronous, Worker, WorkerOptions,
+    Client, EventId, EventKind, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+    Synchronous, Worker, WorkerOptions,
 };
 use durable_core::Workflow;
 use futures::StreamExt as _;
-use std::io::{BufRead as _, BufReader, Write as _};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The hidden subcommand that runs a worker.
 pub(crate) const WORKER_COMMAND: &str = "__worker";
 
-/// `durable-bench __worker --db PATH [--lease-ms N]`: runs a worker until stdin closes.
+/// What a worker process did, from its `WorkerStats`, printed when it stops.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct WorkerCounters {
+    /// Activations committed.
+    pub(crate) activations: u64,
+    /// Activity attempts started.
+    pub(crate) activity_attempts: u64,
+    /// Runs restored from history (taken over, evicted or restarted).
+    pub(crate) restores: u64,
+    /// Commits refused because another worker owned the run.
+    pub(crate) fenced: u64,
+}
+
+/// `durable-bench __worker (--db PATH | --database-url URL [--database-schema S])
+/// [--lease-ms N]`: runs a worker until stdin closes, then prints `stats {...}`.
 pub(crate) async fn worker_main(args: &[String]) -> anyhow::Result<()> {
     let mut db = None;
+    let mut url = None;
+    let mut schema = None;
     let mut lease = WorkerOptions::default().lease;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--db" => db = Some(value.clone()),
+            "--database-url" => url = Some(value.clone()),
+            "--database-schema" => schema = Some(value.clone()),
             "--lease-ms" => lease = Duration::from_millis(value.parse()?),
             other => bail!("unknown worker argument {other:?}"),
         }
     }
-    let db = db.context("--db is required")?;
-    let store: SharedStore = Arc::new(SqliteStore::open(
-        &db,
-        SqliteOptions {
-            create: false,
-            ..SqliteOptions::default()
-        },
-    )?);
+    let store: SharedStore = match (url, db) {
+        (Some(url), None) => Arc::new(
+            PostgresStore::connect(
+                &url,
+                PostgresOptions {
+                    schema,
+                    ..PostgresOptions::default()
+                },
+            )
+            .await?,
+        ),
+        (None, Some(db)) => Arc::new(SqliteStore::open(
+            &db,
+            SqliteOptions {
+                create: false,
+                ..SqliteOptions::default()
+            },
+        )?),
+        _ => bail!("a worker needs exactly one of --db and --database-url"),
+    };
     let worker = Worker::new(
         store,
         workloads::registry(),
@@ -53,6 +89,7 @@ pub(crate) async fn worker_main(args: &[String]) -> anyhow::Result<()> {
         },
     );
     let shutdown = worker.shutdown_handle();
+    let stats = worker.stats();
     std::thread::spawn(move || {
         // The parent closes our stdin to ask for a graceful stop.
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
@@ -63,44 +100,80 @@ pub(crate) async fn worker_main(args: &[String]) -> anyhow::Result<()> {
     writeln!(out, "ready")?;
     out.flush()?;
     run.await??;
+    let counters = WorkerCounters {
+        activations: stats.activations.load(Ordering::Relaxed),
+        activity_attempts: stats.activity_attempts.load(Ordering::Relaxed),
+        restores: stats.restores.load(Ordering::Relaxed),
+        fenced: stats.fenced.load(Ordering::Relaxed),
+    };
+    writeln!(out, "stats {}", serde_json::to_string(&counters)?)?;
+    out.flush()?;
     Ok(())
 }
 
 /// A worker subprocess.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// The rest of its standard output, after "ready".
+    stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl WorkerProcess {
-    /// Starts a worker on `db` and waits until it says it runs.
+    /// Starts a worker on the SQLite file `db` and waits until it says it runs.
     fn spawn(db: &Path, lease: Duration) -> anyhow::Result<Self> {
+        Self::spawn_with(vec![
+            "--db".into(),
+            db.into(),
+            "--lease-ms".into(),
+            lease.as_millis().to_string().into(),
+        ])
+    }
+
+    /// Starts a worker on the PostgreSQL database at `url`, in `schema`, with the default
+    /// worker options, and waits until it says it runs.
+    pub(crate) fn spawn_postgres(url: &str, schema: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(vec![
+            "--database-url".into(),
+            url.into(),
+            "--database-schema".into(),
+            schema.into(),
+        ])
+    }
+
+    fn spawn_with(args: Vec<OsString>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg(WORKER_COMMAND)
-            .arg("--db")
-            .arg(db)
-            .arg("--lease-ms")
-            .arg(lease.as_millis().to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting a worker process")?;
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().context("worker stdout")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
         let mut line = String::new();
-        tokio::task::block_in_place(|| BufReader::new(stdout).read_line(&mut line))?;
+        tokio::task::block_in_place(|| stdout.read_line(&mut line))?;
         if line.trim() != "ready" {
             let _ = child.kill();
             let _ = child.wait();
             bail!("the worker process did not start (it said {line:?})");
         }
-        Ok(WorkerProcess { child, stdin })
+        Ok(WorkerProcess {
+            child,
+            stdin,
+            stdout: Some(stdout),
+        })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How the process ended, if it has.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// SIGKILL, then reap.
@@ -111,7 +184,9 @@ impl WorkerProcess {
     }
 
     /// Asks for a graceful stop; kills the process if it has not stopped in `grace`.
-    async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
+    /// Returns the counters it printed on its way out (`None` when it printed none, as
+    /// when it had to be killed).
+    pub(crate) async fn stop(mut self, grace: Duration) -> anyhow::Result<Option<WorkerCounters>> {
         drop(self.stdin.take());
         let deadline = Instant::now() + grace;
         while self.child.try_wait()?.is_none() {
@@ -122,7 +197,13 @@ impl WorkerProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
+        // The process is gone, so this reads to the end at once.
+        let mut rest = String::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            tokio::task::block_in_place(|| stdout.read_to_string(&mut rest))?;
+        }
+        let stats = rest.lines().find_map(|l| l.strip_prefix("stats "));
+        Ok(stats.map(serde_json::from_str).transpose()?)
     }
 }
 

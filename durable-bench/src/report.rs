@@ -3,6 +3,7 @@
 
 use crate::engine::{Batch, ReplayFigures};
 use crate::peer::PeerPlan;
+use crate::pg::PgW2;
 use crate::procs::{MemoryFigures, RecoveryFigures};
 use crate::sys::FsyncFigures;
 use serde_json::{Map, Value, json};
@@ -32,6 +33,12 @@ pub(crate) struct Figures {
     pub(crate) seconds: f64,
     /// Steps per run in W2.
     pub(crate) w2_steps: u32,
+    /// The PostgreSQL database W2 ran on (without its password), if it did.
+    pub(crate) pg_url: Option<String>,
+    /// Runs of W2 on PostgreSQL.
+    pub(crate) pg_runs: usize,
+    /// W2 on PostgreSQL by number of worker processes.
+    pub(crate) pg_w2: Vec<(usize, Option<PgW2>)>,
 }
 
 impl Figures {
@@ -51,6 +58,14 @@ impl Figures {
 
     fn w2_steps_per_s(batch: Option<Batch>, steps: u32) -> Option<f64> {
         batch.map(|b| b.runs_per_s * f64::from(steps))
+    }
+
+    /// W2 on PostgreSQL with `processes` worker processes, if it was measured.
+    fn pg(&self, processes: usize) -> Option<&PgW2> {
+        self.pg_w2
+            .iter()
+            .find(|(n, _)| *n == processes)
+            .and_then(|(_, m)| m.as_ref())
     }
 }
 
@@ -192,27 +207,34 @@ pub(crate) fn print(f: &Figures, plan: &str) {
             Better::Lower,
         ),
     ];
-    println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "", "durable", "duroxide", "ratio", "durable", "ratio"
-    );
-    println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "", "FULL", "(NORMAL)", "FULL/peer", "NORMAL", "NORMAL/peer"
-    );
-    for (name, ours, normal, theirs, better) in &rows {
+    // With only the PostgreSQL part run, this table would be all dashes.
+    if rows
+        .iter()
+        .any(|(_, ours, normal, theirs, _)| ours.or(*normal).or(*theirs).is_some())
+    {
         println!(
             "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            name,
-            num(*ours),
-            num(*theirs),
-            times(advantage(*ours, *theirs, *better)),
-            num(*normal),
-            times(advantage(*normal, *theirs, *better)),
+            "", "durable", "duroxide", "ratio", "durable", "ratio"
         );
+        println!(
+            "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "", "FULL", "(NORMAL)", "FULL/peer", "NORMAL", "NORMAL/peer"
+        );
+        for (name, ours, normal, theirs, better) in &rows {
+            println!(
+                "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                name,
+                num(*ours),
+                num(*theirs),
+                times(advantage(*ours, *theirs, *better)),
+                num(*normal),
+                times(advantage(*normal, *theirs, *better)),
+            );
+        }
+        println!("(ratio: how many times better durable is; above 1 durable leads)");
+        println!();
     }
-    println!("(ratio: how many times better durable is; above 1 durable leads)");
-    println!();
+    print_pg(f, cpus);
     let fsync_us = f.fsync.map(|fs| fs.median_us);
     if let (Some(w1), Some(fsync)) = (f.w1_us_per_step, fsync_us) {
         println!(
@@ -410,7 +432,152 @@ pub(crate) fn print(f: &Figures, plan: &str) {
         "peer_error".into(),
         f.peer_error.clone().map(Value::from).unwrap_or(Value::Null),
     );
+    out.insert(
+        "pg_w2_runs".into(),
+        f.pg_url.as_ref().map(|_| f.pg_runs).into(),
+    );
+    for n in crate::PG_PROCESSES {
+        let m = f.pg(n);
+        out.insert(
+            format!("pg_w2_steps_per_s_{n}"),
+            json_num(Figures::w2_steps_per_s(m.map(|m| m.batch), steps)),
+        );
+        out.insert(
+            format!("pg_w2_workflows_per_s_{n}"),
+            json_num(m.map(|m| m.batch.runs_per_s)),
+        );
+        out.insert(
+            format!("pg_w2_p50_ms_{n}"),
+            json_num(m.map(|m| m.batch.p50_ms)),
+        );
+        out.insert(
+            format!("pg_w2_p99_ms_{n}"),
+            json_num(m.map(|m| m.batch.p99_ms)),
+        );
+        out.insert(
+            format!("pg_w2_machine_cores_{n}"),
+            json_num(m.and_then(|m| m.cpu.machine)),
+        );
+        out.insert(
+            format!("pg_w2_worker_cores_{n}"),
+            json_num(m.map(|m| m.cpu.workers)),
+        );
+        out.insert(
+            format!("pg_w2_postgres_cores_{n}"),
+            json_num(m.and_then(|m| m.cpu.postgres)),
+        );
+        out.insert(
+            format!("pg_w2_server_transactions_{n}"),
+            m.and_then(|m| m.server).map(|c| c.transactions).into(),
+        );
+        out.insert(
+            format!("pg_w2_wal_bytes_{n}"),
+            m.and_then(|m| m.server).map(|c| c.wal_bytes).into(),
+        );
+        out.insert(
+            format!("pg_w2_restores_{n}"),
+            m.map(|m| counter_sum(m, |c| c.restores)).into(),
+        );
+        out.insert(
+            format!("pg_w2_fenced_{n}"),
+            m.map(|m| counter_sum(m, |c| c.fenced)).into(),
+        );
+    }
     out.insert("errors".into(), f.errors.clone().into());
     out.insert("seconds".into(), json_num(Some(f.seconds)));
     println!("{}", Value::Object(out));
+}
+
+/// A counter summed over a measurement's worker processes.
+fn counter_sum(m: &PgW2, field: impl Fn(&crate::procs::WorkerCounters) -> u64) -> u64 {
+    m.counters.iter().flatten().map(field).sum()
+}
+
+/// The table of W2 on PostgreSQL, one row per number of worker processes.
+fn print_pg(f: &Figures, cpus: usize) {
+    let Some(url) = &f.pg_url else {
+        return;
+    };
+    println!(
+        "W2 on PostgreSQL ({url}): {} runs x {} no-op activities started at once, a fresh schema per row",
+        f.pg_runs, f.w2_steps
+    );
+    println!(
+        "{:<10} {:>9} {:>11} {:>8} {:>8}   {:<40} {:>5}",
+        "worker",
+        "",
+        "",
+        "",
+        "",
+        format!("CPU in cores (of {cpus}) during the run:"),
+        ""
+    );
+    println!(
+        "{:<10} {:>9} {:>11} {:>8} {:>8}   {:>7} {:>7} {:>7} {:>8} {:>7} {:>5}",
+        "processes",
+        "steps/s",
+        "workflows/s",
+        "p50 ms",
+        "p99 ms",
+        "machine",
+        "workers",
+        "client",
+        "postgres",
+        "other",
+        "load"
+    );
+    for (n, m) in &f.pg_w2 {
+        let Some(m) = m else {
+            println!("{n:<10} (failed, see the errors below)");
+            continue;
+        };
+        let cores = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "{:<10} {:>9} {:>11} {:>8} {:>8}   {:>7} {:>7} {:>7} {:>8} {:>7} {:>5}",
+            n,
+            num(Figures::w2_steps_per_s(Some(m.batch), f.w2_steps)),
+            num(Some(m.batch.runs_per_s)),
+            num(Some(m.batch.p50_ms)),
+            num(Some(m.batch.p99_ms)),
+            cores(m.cpu.machine),
+            cores(Some(m.cpu.workers)),
+            cores(Some(m.cpu.client)),
+            cores(m.cpu.postgres),
+            cores(m.cpu.other()),
+            m.load_average
+                .map_or_else(|| "-".to_owned(), |l| format!("{l:.1}")),
+        );
+    }
+    for (n, m) in &f.pg_w2 {
+        let Some(m) = m else { continue };
+        let each: Vec<String> = m
+            .counters
+            .iter()
+            .map(|c| match c {
+                Some(c) => format!("{}/{}", c.activations, c.activity_attempts),
+                None => "?".to_owned(),
+            })
+            .collect();
+        let steps = (f.pg_runs as f64 * f64::from(f.w2_steps)).max(1.0);
+        let server = m.server.map_or_else(
+            || "server counters unknown".to_owned(),
+            |c| {
+                format!(
+                    "{:.2} server transactions and {:.0} bytes of WAL per step",
+                    c.transactions as f64 / steps,
+                    c.wal_bytes as f64 / steps
+                )
+            },
+        );
+        println!(
+            "  {n} processes: activations/attempts per process {}; runs loaded from history {}, fenced commits {}; {server}",
+            each.join(", "),
+            counter_sum(m, |c| c.restores),
+            counter_sum(m, |c| c.fenced)
+        );
+    }
+    println!(
+        "(the clock starts on the server just before the starts and stops at the last completion it stamped; CPU from /proc over that window; postgres = every process named postgres on this machine; other = the rest of the machine's busy time; the first load of each run counts as loaded from history; server transactions count the whole database)"
+    );
+    println!();
 }

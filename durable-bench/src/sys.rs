@@ -127,3 +127,88 @@ pub(crate) fn load_average() -> Option<f64> {
         .parse()
         .ok()
 }
+
+/// Clock ticks per second of the CPU times in `/proc` (`USER_HZ`, which Linux fixes at 100
+/// for what it shows user space).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system, all threads) a process has used so far, from
+/// `/proc/<pid>/stat`; `None` when the process is gone.
+pub(crate) fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_time(&stat).map(|(_, cpu)| cpu)
+}
+
+/// The command name and CPU time (user + system) of one `/proc/<pid>/stat` line.
+fn stat_cpu_time(stat: &str) -> Option<(&str, Duration)> {
+    // "<pid> (<comm>) <state> <ppid> ...": the name may hold spaces and parentheses, so
+    // split at the last ')'. After it, utime and stime are the 12th and 13th fields.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?;
+    let mut fields = stat.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((comm, ticks((utime + stime) as f64)))
+}
+
+fn ticks(n: f64) -> Duration {
+    Duration::from_secs_f64(n / USER_HZ)
+}
+
+/// CPU time used so far by every process named `postgres` on this machine (the server's
+/// backends and helpers), and how many there are; `None` when there are none, as when
+/// the server runs elsewhere. A process that exits between two readings takes its time
+/// with it, so compare readings taken while the same connections stay open.
+pub(crate) fn postgres_cpu_time() -> Option<(Duration, usize)> {
+    let mut total = Duration::ZERO;
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(("postgres", cpu)) = stat_cpu_time(&stat) {
+            total += cpu;
+            count += 1;
+        }
+    }
+    (count > 0).then_some((total, count))
+}
+
+/// CPU time of the whole machine so far, from the first line of `/proc/stat`: (busy,
+/// all), summed over every CPU. Busy is everything but idle and I/O wait.
+pub(crate) fn machine_cpu_time() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let all: u64 = values.iter().sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((ticks((all - idle) as f64), ticks(all as f64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_time_reads_a_name_with_spaces_and_parentheses() {
+        let line = "4242 (post gres) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1000 1000 100";
+        let (comm, cpu) = stat_cpu_time(line).expect("a valid stat line");
+        assert_eq!(comm, "post gres) (x)");
+        assert_eq!(cpu, Duration::from_secs(3));
+    }
+}
