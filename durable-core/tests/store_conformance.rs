@@ -302,6 +302,7 @@ conformance_tests!(
     timers_fire_when_due_and_once,
     signals_wait_in_the_inbox_and_make_the_run_ready,
     finished_run_refuses_signals,
+    a_run_does_not_finish_over_a_waiting_signal,
     start_is_idempotent,
     concurrent_commits_all_land,
     activities_are_claimed_reported_and_retried,

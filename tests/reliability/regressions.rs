@@ -74,15 +74,17 @@ fn a_timer_started_in_the_first_activation_fires_once() {
     });
 }
 
-/// An activation whose commit succeeded but reported an error (an fsync error after the
-/// commit frame, for example) must not strand the local activity attempts it created:
-/// they are leased to this worker, which will never run them, and its lease renewal
-/// kept them leased forever, so the run never moved again.
-#[test]
-fn an_ambiguous_commit_does_not_strand_its_activities() {
+/// Runs three runs of `workflow` through a worker whose store answers as `script` sets
+/// it up (3 scripted ambiguous answers), and checks that none is left stranded.
+fn three_runs_survive_scripted_ambiguity(
+    name: &str,
+    workflow: &'static str,
+    input: fn(u64) -> serde_json::Value,
+    script: fn(&crate::fault_store::FaultStore<SqliteStore>),
+) {
     let _serial = support::serial();
-    let dir = TestDir::new("regression-ambiguous");
-    let db = dir.path().join("ambiguous.db");
+    let dir = TestDir::new(&format!("regression-{name}"));
+    let db = dir.path().join(format!("{name}.db"));
     let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
     let rt = support::runtime();
     rt.block_on(async {
@@ -94,7 +96,7 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
             0,
             Duration::ZERO,
         ));
-        faulty.script_ambiguous_local_commits(3);
+        script(&faulty);
         let worker = RunningWorker::start(
             faulty.clone() as SharedStore,
             WorkerOptions {
@@ -107,9 +109,9 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
         for i in 0..3 {
             client
                 .start(&Job {
-                    id: format!("ambiguous-{i}"),
-                    workflow: "sequential",
-                    input: serde_json::json!({ "x": i, "n": 3 }),
+                    id: format!("{name}-{i}"),
+                    workflow,
+                    input: input(i),
                     votes: 0,
                 })
                 .await;
@@ -122,13 +124,24 @@ fn an_ambiguous_commit_does_not_strand_its_activities() {
         .await;
         worker.stop().await.expect("the worker stops");
         assert_eq!(faulty.counts().get(crate::fault_store::Fault::Ambiguous), 3);
-        assert!(
-            left.is_empty(),
-            "runs stranded after an ambiguous commit: {left:?}"
-        );
+        assert!(left.is_empty(), "runs stranded ({name}): {left:?}");
     });
     let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
-    report.assert_clean("after ambiguous commits");
+    report.assert_clean(name);
+}
+
+/// An activation whose commit succeeded but reported an error (an fsync error after the
+/// commit frame, for example) must not strand the local activity attempts it created:
+/// they are leased to this worker, which will never run them, and its lease renewal
+/// kept them leased forever, so the run never moved again.
+#[test]
+fn an_ambiguous_commit_does_not_strand_its_activities() {
+    three_runs_survive_scripted_ambiguity(
+        "ambiguous-commit",
+        "sequential",
+        |i| serde_json::json!({ "x": i, "n": 3 }),
+        |faulty| faulty.script_ambiguous_local_commits(3),
+    );
 }
 
 /// A local attempt that outlived its lease while another attempt of the same activity
@@ -319,54 +332,11 @@ fn a_process_aborting_run_does_not_get_its_bystanders_suspended() {
 /// a result of, so the lost ones expire and are claimed again.
 #[test]
 fn an_ambiguous_activity_claim_does_not_strand_its_attempts() {
-    let _serial = support::serial();
-    let dir = TestDir::new("regression-ambiguous-claim");
-    let db = dir.path().join("claim.db");
-    let _ledger = LedgerGuard::set(&dir.path().join("ledger.db"));
-    let rt = support::runtime();
-    rt.block_on(async {
-        let inner =
-            Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("the store opens"));
-        let faulty = Arc::new(crate::fault_store::FaultStore::new(
-            inner.clone(),
-            1,
-            0,
-            Duration::ZERO,
-        ));
-        // A retried attempt is claimed through `claim_activities`; lose the first answers.
-        faulty.script_ambiguous_claims(3);
-        let worker = RunningWorker::start(
-            faulty.clone() as SharedStore,
-            WorkerOptions {
-                lease: Duration::from_millis(600),
-                poll_interval: Duration::from_millis(10),
-                ..WorkerOptions::default()
-            },
-        );
-        let mut client = InProcClient::new(inner.clone() as SharedStore, 1);
-        for i in 0..3 {
-            client
-                .start(&Job {
-                    id: format!("claim-lost-{i}"),
-                    workflow: "retrying",
-                    input: serde_json::json!({ "x": i, "fail_first": 2 }),
-                    votes: 0,
-                })
-                .await;
-        }
-        let left = crate::inproc::drive_to_completion(
-            &mut client,
-            inner.as_ref(),
-            Duration::from_secs(15),
-        )
-        .await;
-        worker.stop().await.expect("the worker stops");
-        assert_eq!(faulty.counts().get(crate::fault_store::Fault::Ambiguous), 3);
-        assert!(
-            left.is_empty(),
-            "runs stranded after lost activity claims: {left:?}"
-        );
-    });
-    let (report, _) = crate::check::check_sqlite(&db).expect("the database reads");
-    report.assert_clean("after lost activity claims");
+    // A retried attempt is claimed through `claim_activities`; lose the first answers.
+    three_runs_survive_scripted_ambiguity(
+        "lost-claim",
+        "retrying",
+        |i| serde_json::json!({ "x": i, "fail_first": 2 }),
+        |faulty| faulty.script_ambiguous_claims(3),
+    );
 }

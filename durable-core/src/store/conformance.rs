@@ -59,6 +59,7 @@ pub const CHECKS: &[&str] = &[
     "timers_fire_when_due_and_once",
     "signals_wait_in_the_inbox_and_make_the_run_ready",
     "finished_run_refuses_signals",
+    "a_run_does_not_finish_over_a_waiting_signal",
     "start_is_idempotent",
     "concurrent_commits_all_land",
     "activities_are_claimed_reported_and_retried",
@@ -101,6 +102,9 @@ pub async fn run(name: &str, open: Opener<'_>) {
             signals_wait_in_the_inbox_and_make_the_run_ready(open).await
         }
         "finished_run_refuses_signals" => finished_run_refuses_signals(open).await,
+        "a_run_does_not_finish_over_a_waiting_signal" => {
+            a_run_does_not_finish_over_a_waiting_signal(open).await
+        }
         "start_is_idempotent" => start_is_idempotent(open).await,
         "concurrent_commits_all_land" => concurrent_commits_all_land(open).await,
         "activities_are_claimed_reported_and_retried" => {
@@ -814,6 +818,61 @@ pub async fn finished_run_refuses_signals(open: Opener<'_>) {
         .await
         .expect("list_runs");
     assert!(running.is_empty());
+}
+
+/// A signal acknowledged while the run's last activation ran is not dropped with the
+/// inbox: the finishing commit is refused and writes nothing, and once the run has
+/// recorded the signal it finishes.
+pub async fn a_run_does_not_finish_over_a_waiting_signal(open: Opener<'_>) {
+    let store = open("finish-signal").await;
+    let w = worker("w1");
+    let run = start(&store, "finish-signal-1").await;
+    let claimed = must_claim(&store, &w, &run, LONG_LEASE).await;
+    let id = WorkflowId::from("finish-signal-1");
+    store
+        .signal(&id, "vote", payload(7))
+        .await
+        .expect("the run is running: the signal is taken");
+    let finishing = |events: Vec<EventKind>, after: u64, consumed: Vec<i64>| Commit {
+        finish: Some(RunStatus::Completed),
+        keep_lease: false,
+        consumed_inbox: consumed,
+        ..commit(&claimed, &w, after, events)
+    };
+    assert_conflict(
+        store
+            .commit(finishing(
+                vec![EventKind::RunCompleted {
+                    output: payload("ok"),
+                }],
+                1,
+                Vec::new(),
+            ))
+            .await,
+        "finishing with an unseen signal in the inbox",
+    );
+    assert_eq!(history(&store, &run).await.len(), 1, "nothing was written");
+    let inbox = store.read_inbox(run.key).await.expect("read_inbox");
+    assert_eq!(inbox.len(), 1, "the signal still waits");
+    let signal = inbox[0].kind.clone();
+    store
+        .commit(finishing(
+            vec![
+                signal,
+                EventKind::RunCompleted {
+                    output: payload("ok"),
+                },
+            ],
+            1,
+            vec![inbox[0].id],
+        ))
+        .await
+        .expect("finishing once the signal is recorded");
+    let events = history(&store, &run).await;
+    assert_eq!(
+        events.iter().map(|e| e.kind.name()).collect::<Vec<_>>(),
+        ["RunStarted", "SignalReceived", "RunCompleted"]
+    );
 }
 
 /// Starting the same workflow id twice, even from many clients at once, makes one run.

@@ -169,6 +169,12 @@ impl PostgresStore {
                 ),
             )
             .await?;
+        let stray_signals = db
+            .prepare(
+                &tx,
+                "SELECT inbox_id FROM inbox WHERE namespace = $1 AND run_key = $2 AND kind = 'SignalReceived'",
+            )
+            .await?;
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -219,9 +225,14 @@ impl PostgresStore {
         for (seq, duration) in &timers {
             calls.push((&insert_timer, vec![ns, &key, seq, duration]));
         }
+        let mut stray_at = None;
         match &status {
             None => calls.push((&update_run, vec![ns, &key, &last_id, &c.keep_lease])),
             Some(status) => {
+                // After the consumed entries are deleted: the signals left are ones the
+                // run has not seen (the run's row lock keeps new ones out until we end).
+                calls.push((&stray_signals, vec![ns, &key]));
+                stray_at = Some(calls.len() - 1);
                 for stmt in &finish_deletes {
                     calls.push((stmt, vec![ns, &key]));
                 }
@@ -280,6 +291,14 @@ impl PostgresStore {
                     "timer {missing} of run {key} already fired"
                 )));
             }
+        }
+        if let Some(i) = stray_at
+            && let Some(row) = rows(i)?.first()
+        {
+            let id: i64 = row.get(0);
+            return Err(StoreError::Conflict(format!(
+                "signal {id} reached run {key} while it was finishing; it goes on to record it"
+            )));
         }
         for i in 0..results.len() {
             rows(i)?;

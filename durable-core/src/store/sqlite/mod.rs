@@ -668,7 +668,7 @@ impl Store for SqliteStore {
         let creates_remote_work = c.activities.iter().any(|a| !a.local);
         let out = self
             .writer
-            .submit(move |conn| {
+            .submit_checked(move |conn| {
                 let key = c.key.0;
                 let row: Option<(Option<String>, i64, String, i64)> = conn
                     .prepare_cached(
@@ -690,6 +690,66 @@ impl Store for SqliteStore {
                         run: key.to_string(),
                         fence: c.fence,
                     });
+                }
+                // Every refusal is decided before the first write (the writer runs this
+                // job without a savepoint of its own).
+                for inbox_id in &c.consumed_inbox {
+                    let there = conn
+                        .prepare_cached("SELECT 1 FROM inbox WHERE inbox_id = ?1 AND run_key = ?2")
+                        .map_err(sql_err)?
+                        .exists(params![inbox_id, key])
+                        .map_err(sql_err)?;
+                    if !there {
+                        return Err(StoreError::Conflict(format!(
+                            "inbox entry {inbox_id} of run {key} was already applied"
+                        )));
+                    }
+                }
+                for (seq, attempt) in &c.finished_activities {
+                    let there = conn
+                        .prepare_cached(
+                            "SELECT 1 FROM activity_tasks WHERE run_key = ?1 AND seq = ?2 AND attempt = ?3 AND owner = ?4",
+                        )
+                        .map_err(sql_err)?
+                        .exists(params![key, seq.0, attempt, c.worker.0])
+                        .map_err(sql_err)?;
+                    if !there {
+                        return Err(StoreError::Conflict(format!(
+                            "attempt {attempt} of command {seq} of run {key} was superseded"
+                        )));
+                    }
+                }
+                for seq in &c.fired_timers {
+                    let there = conn
+                        .prepare_cached("SELECT 1 FROM timers WHERE run_key = ?1 AND seq = ?2")
+                        .map_err(sql_err)?
+                        .exists(params![key, seq.0])
+                        .map_err(sql_err)?;
+                    if !there {
+                        return Err(StoreError::Conflict(format!(
+                            "timer {seq} of run {key} already fired"
+                        )));
+                    }
+                }
+                if c.finish.is_some() {
+                    // A signal acknowledged while the run was finishing must not be dropped
+                    // with the inbox: refuse, and the run goes on with it (its next
+                    // activation records it, then finishes again).
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT inbox_id FROM inbox WHERE run_key = ?1 AND kind = 'SignalReceived'",
+                        )
+                        .map_err(sql_err)?;
+                    let signals = stmt
+                        .query_map([key], |r| r.get::<_, i64>(0))
+                        .map_err(sql_err)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(sql_err)?;
+                    if let Some(id) = signals.iter().find(|id| !c.consumed_inbox.contains(id)) {
+                        return Err(StoreError::Conflict(format!(
+                            "signal {id} reached run {key} while it was finishing; it goes on to record it"
+                        )));
+                    }
                 }
                 let now = clock::host_now_ms();
                 let lease_ms = clock::duration_ms(c.lease);
