@@ -429,14 +429,18 @@ mod tests {
         let late = rt.block_on(late);
         let after = rt.block_on(after);
         writer.shutdown();
-        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
         assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
         assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
         assert!(after.is_ok(), "{after:?}");
         let rows: Vec<i64> = {
             let check = Connection::open(&path)?;
             let mut stmt = check.prepare("SELECT x FROM t ORDER BY x")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
         };
         assert_eq!(rows, vec![4], "only the write answered Ok is on disk");
         assert_eq!(count(&path)?, 1);
