@@ -312,4 +312,5 @@ conformance_tests!(
     heartbeats_are_kept_for_the_next_attempt,
     attempts_past_their_heartbeat_timeout_are_retried,
     runs_past_their_execution_timeout_are_ended,
+    published_status_is_written_by_commits,
 );

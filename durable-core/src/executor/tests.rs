@@ -1922,4 +1922,5 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
 }
 
 mod saga;
+mod status;
 mod timeout;
