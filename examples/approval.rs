@@ -6,12 +6,14 @@
 //! cargo run --example approval -- start approval --id exp-7 \
 //!     --input '{"request_id":"exp-7","amount_cents":120000,"approver":"lee@example.com","timeout_secs":259200}'
 //! cargo run --example approval -- status exp-7        # why: waiting for signal "decision"
+//! cargo run --example approval -- query exp-7         # "waiting for approval from lee@example.com"
 //! cargo run --example approval -- signal exp-7 decision --payload '{"approved":true,"by":"lee"}'
 //! cargo run --example approval -- result exp-7 --wait
 //! ```
 //!
 //! The wait is a durable timer plus a signal wait: kill the worker while it waits and
-//! start another, and the run still wakes when the timeout is due.
+//! start another, and the run still wakes when the timeout is due. The workflow publishes
+//! where it is with `ctx.set_status(..)`, which `query` and `status` read.
 
 use durable::prelude::*;
 use std::time::Duration;
@@ -80,21 +82,28 @@ async fn escalate(_ctx: ActivityContext, request: Request) -> Result<(), Activit
 /// The approval process.
 #[workflow]
 pub async fn approval(ctx: WorkflowContext, request: Request) -> Result<Outcome, WorkflowError> {
+    // What `query <id>` and `status <id>` show while the run goes on (not recorded in
+    // the history, so these lines can change without breaking runs in flight).
+    ctx.set_status(&format!("notifying {}", request.approver))?;
     ctx.activity::<notify_approver>(request.clone()).await?;
+    ctx.set_status(&format!("waiting for approval from {}", request.approver))?;
     let decision = ctx
         .signal_timeout::<Decision>("decision", Duration::from_secs(request.timeout_secs))
         .await?;
     let (status, decided_by) = match decision {
         Some(d) if d.approved => {
+            ctx.set_status(&format!("approved by {}, executing", d.by))?;
             ctx.activity::<execute_request>(request.clone()).await?;
             ("approved", Some(d.by))
         }
         Some(d) => ("rejected", Some(d.by)),
         None => {
+            ctx.set_status("no decision in time, escalating")?;
             ctx.activity::<escalate>(request.clone()).await?;
             ("escalated", None)
         }
     };
+    ctx.set_status(status)?;
     Ok(Outcome {
         request_id: request.request_id,
         status: status.to_owned(),

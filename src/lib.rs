@@ -55,6 +55,12 @@
 //! on a thread without a tokio runtime, so indirect uses fail with a clear error.
 //! Version changes for runs in flight with [`WorkflowContext::patched`].
 //!
+//! # Queries
+//!
+//! [`WorkflowContext::set_status`] publishes what a run is doing now, outside its history
+//! (so it never affects replay); [`Client::query_status`] and the CLI's `query <id>` and
+//! `status <id>` read the latest value.
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.

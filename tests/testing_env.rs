@@ -49,6 +49,12 @@ fn replay(env: &TestEnv) -> anyhow::Result<ReplayOutcome> {
 async fn a_decision_after_two_days_approves_the_request() -> anyhow::Result<()> {
     let mut env = TestEnv::new(approval_example::registry());
     env.start::<approval>(&request())?;
+    // The first activation scheduled the notification; no activity has run yet.
+    let notifying = "notifying lee@example.com";
+    assert_eq!(
+        env.published_status::<String>()?.as_deref(),
+        Some(notifying)
+    );
     let t0 = env.now_ms();
     let decision = Decision {
         approved: true,
@@ -68,6 +74,10 @@ async fn a_decision_after_two_days_approves_the_request() -> anyhow::Result<()> 
         })
     );
     assert_eq!(env.elapsed(), 2 * DAY);
+    assert_eq!(
+        env.published_status::<String>()?.as_deref(),
+        Some("approved")
+    );
     assert_eq!(scheduled(&env), ["notify_approver", "execute_request"]);
     assert!(matches!(replay(&env)?, ReplayOutcome::Completed(_)));
     Ok(())

@@ -170,7 +170,7 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2, 3, 4], "each migration ran once");
+            assert_eq!(versions, [1, 2, 3, 4, 5], "each migration ran once");
             drop(client);
             let _ = driver.await;
         })
@@ -313,4 +313,5 @@ conformance_tests!(
     heartbeats_are_kept_for_the_next_attempt,
     attempts_past_their_heartbeat_timeout_are_retried,
     runs_past_their_execution_timeout_are_ended,
+    published_status_is_written_by_commits,
 );

@@ -185,6 +185,42 @@ impl Client {
             .ok_or_else(|| ClientError::NotFound(id.clone()))
     }
 
+    /// What the latest run of `id` last published with `ctx.set_status(..)`, decoded as
+    /// `T`; `None` when it has published nothing yet. A finished run keeps its last value.
+    ///
+    /// Reading it changes nothing in the run or its history.
+    ///
+    /// ```ignore
+    /// let progress: Option<String> = client.query_status(&WorkflowId("a-1".into())).await?;
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], store errors, and a value that does not decode as `T`.
+    pub async fn query_status<T: DeserializeOwned>(
+        &self,
+        id: &WorkflowId,
+    ) -> Result<Option<T>, ClientError> {
+        match self.query_status_encoded(id).await? {
+            Some(payload) => Ok(Some(payload.decode()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Client::query_status`] without decoding: the payload as published (turn it into
+    /// JSON with [`Payload::to_json`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], store errors.
+    pub async fn query_status_encoded(
+        &self,
+        id: &WorkflowId,
+    ) -> Result<Option<Payload>, ClientError> {
+        let info = self.status(id).await?;
+        Ok(self.store.published_status(info.key).await?)
+    }
+
     /// How the latest run of `id` ended, without waiting.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ mod cli;
 mod crash;
 mod debugging;
 mod heartbeat;
+mod queries;
 mod replay;
 mod saga;
 mod support;

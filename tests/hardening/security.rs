@@ -113,9 +113,10 @@ async fn seal_refuse(_ctx: ActivityContext, s: String) -> Result<String, Activit
 }
 
 /// Every path a payload takes: input, activity input and output, a retry error, a final
-/// activity error, a signal, the run's output or error.
+/// activity error, a signal, the run's output or error, a published status.
 #[workflow(name = "hd.confidential")]
 async fn confidential(ctx: WorkflowContext, order: Confidential) -> Result<String, WorkflowError> {
+    ctx.set_status(&format!("status {MARKER}"))?;
     let a = ctx
         .activity::<seal_echo>(format!("{} {}", order.note, order.card.expose()))
         .await?;

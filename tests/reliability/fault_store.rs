@@ -444,6 +444,11 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
             .await
     }
 
+    async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError> {
+        self.around(Call::Read, None, self.inner.published_status(key))
+            .await
+    }
+
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {
         self.inner.work_notifier()
     }

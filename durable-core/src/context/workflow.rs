@@ -292,6 +292,33 @@ impl WorkflowContext {
             state: self.state.clone(),
         }
     }
+
+    /// Publishes what the run is doing now, for `Client::query_status` and the CLI's
+    /// `status` and `query` to read from outside while the run goes on.
+    ///
+    /// ```ignore
+    /// ctx.set_status(&format!("waiting for approval from {}", request.approver))?;
+    /// ```
+    ///
+    /// The latest value set during an activation is stored when the activation is
+    /// committed; an activation that sets none leaves the previous value, and a finished
+    /// run keeps its last one.
+    ///
+    /// # Determinism
+    ///
+    /// Not a command and not recorded in the history: adding or removing calls never
+    /// breaks replay of runs in flight. On replay the value is published again by the same
+    /// code, so keep it a function of what the workflow knows (its input and what it was
+    /// given), not of the outside world.
+    ///
+    /// # Errors
+    ///
+    /// The value cannot be encoded; nothing is published then.
+    pub fn set_status<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), PayloadError> {
+        let payload = Payload::encode(value)?;
+        self.state.borrow_mut().published_status = Some(payload);
+        Ok(())
+    }
 }
 
 /// A pending activity call; set options, then `.await` it.

@@ -397,6 +397,13 @@ impl RunMachine {
         std::mem::take(&mut self.state.borrow_mut().new_commands)
     }
 
+    /// The status the code published with `ctx.set_status(..)` since the last call, if
+    /// any: the latest value wins. It is not part of history; the engine stores it with
+    /// the activation's commit.
+    pub fn take_published_status(&mut self) -> Option<Payload> {
+        self.state.borrow_mut().published_status.take()
+    }
+
     /// The run's outcome, once, if the code finished and history does not record it yet.
     pub fn take_outcome(&mut self) -> Option<Result<Payload, WorkflowError>> {
         if self.outcome_taken {

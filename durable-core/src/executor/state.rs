@@ -89,6 +89,9 @@ pub(crate) struct RunState {
     /// True while the event being applied is followed by more recorded history, so the
     /// commands of this activation, if the recorded run issued any, are in `recorded`.
     pub(crate) more_history: bool,
+    /// The latest value published with `ctx.set_status(..)` and not yet taken by the
+    /// engine. Not a command: it is kept out of history, so replay never checks it.
+    pub(crate) published_status: Option<Payload>,
 }
 
 impl RunState {
@@ -112,6 +115,7 @@ impl RunState {
             error: None,
             replaying: false,
             more_history: false,
+            published_status: None,
         }
     }
 

@@ -1962,4 +1962,5 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
 }
 
 mod saga;
+mod status;
 mod timeout;

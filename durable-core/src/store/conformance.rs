@@ -41,11 +41,13 @@ use std::time::Duration;
 
 mod deadlines;
 mod heartbeats;
+mod status;
 
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
 };
+pub use status::published_status_is_written_by_commits;
 
 /// Opens a handle on the database under test, scoped to the given namespace. Handles
 /// opened for the same namespace see the same runs, like two processes would.
@@ -70,6 +72,7 @@ pub const CHECKS: &[&str] = &[
     "heartbeats_are_kept_for_the_next_attempt",
     "attempts_past_their_heartbeat_timeout_are_retried",
     "runs_past_their_execution_timeout_are_ended",
+    "published_status_is_written_by_commits",
 ];
 
 /// Runs every check in turn on one database.
@@ -124,6 +127,9 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "runs_past_their_execution_timeout_are_ended" => {
             deadlines::runs_past_their_execution_timeout_are_ended(open).await
+        }
+        "published_status_is_written_by_commits" => {
+            status::published_status_is_written_by_commits(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }
@@ -209,6 +215,7 @@ fn commit(run: &ClaimedRun, worker: &WorkerId, after: u64, events: Vec<EventKind
         fired_timers: Vec::new(),
         finish: None,
         keep_lease: true,
+        published_status: None,
     }
 }
 

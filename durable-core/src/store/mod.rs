@@ -240,6 +240,9 @@ pub struct Commit {
     pub finish: Option<RunStatus>,
     /// Keep the lease after the commit (false releases it).
     pub keep_lease: bool,
+    /// The status the workflow published during the activation (`ctx.set_status`), to
+    /// replace the run's previous one; `None` leaves that as it is.
+    pub published_status: Option<Payload>,
 }
 
 /// Where a commit's events landed.
@@ -475,6 +478,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Timers of a run still to fire.
     async fn pending_timers(&self, key: RunKey) -> Result<Vec<PendingTimer>, StoreError>;
+
+    /// The status the run last published with `ctx.set_status` (written by
+    /// [`Store::commit`]), decoded from the store's codec; `None` when it published none.
+    /// A finished run keeps its last value.
+    async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError>;
 
     /// A handle that is notified when this process makes new work available, so workers
     /// in the same process need not wait for their next poll.

@@ -10,13 +10,14 @@ use crate::error::{ActivityError, WorkflowError};
 use crate::event::{ActivityOptions, Event, EventKind};
 use crate::executor::{RunIdentity, RunMachine};
 use crate::ids::{CommandSeq, EventId, RunId, WorkflowId};
-use crate::payload::Payload;
+use crate::payload::{Payload, PayloadError};
 use crate::registry::{Activity, Registry, Workflow};
 use crate::replay::{ReplayReport, Replayer};
 use futures::FutureExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -165,6 +166,8 @@ struct Run {
     activities: BTreeMap<u32, Scheduled>,
     /// An activation failed; the machine must not be used again.
     broken: bool,
+    /// The latest value the code published with `ctx.set_status`, as a store keeps it.
+    published_status: Option<Payload>,
 }
 
 /// An activity call the code scheduled.
@@ -373,6 +376,7 @@ impl TestEnv {
             history: Vec::new(),
             activities: BTreeMap::new(),
             broken: false,
+            published_status: None,
         });
         if let Err(e) = self.activate(started.kind) {
             if let Some(run) = self.run.as_mut() {
@@ -577,6 +581,20 @@ impl TestEnv {
         self.run.as_ref().map(|r| &r.identity)
     }
 
+    /// What the run last published with `ctx.set_status(..)`, decoded as `T`, as
+    /// `Client::query_status` would read it now; `None` before it published anything.
+    ///
+    /// # Errors
+    ///
+    /// The value does not decode as `T`.
+    pub fn published_status<T: DeserializeOwned>(&self) -> Result<Option<T>, PayloadError> {
+        self.run
+            .as_ref()
+            .and_then(|r| r.published_status.as_ref())
+            .map(Payload::decode)
+            .transpose()
+    }
+
     /// True once the run has finished, completed or failed.
     pub fn is_finished(&self) -> bool {
         self.run.as_ref().is_some_and(|r| r.machine.is_finished())
@@ -736,6 +754,9 @@ impl TestEnv {
                 Command::WaitSignal { .. } | Command::RecordMarker { .. } => {}
             }
             run.append(now, command.into_event(seq), limit)?;
+        }
+        if let Some(status) = run.machine.take_published_status() {
+            run.published_status = Some(status);
         }
         if let Some(outcome) = run.machine.take_outcome() {
             let kind = match outcome {

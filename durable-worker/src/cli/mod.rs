@@ -6,6 +6,7 @@
 //!                                             print the workflow id; same id twice = same run
 //! result <id> [--wait] [--timeout SECS]       the output as JSON, or the failure
 //! status <id> | list [--status S] [--workflow W] [--stuck DURATION]
+//! query <id>                                  what the run published with ctx.set_status, as JSON
 //! history <id> [--json]                       the events, payloads decoded to JSON
 //! signal <id> <name> --payload JSON
 //! cancel <id> | retry <id>
@@ -167,6 +168,12 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print what a run last published with `ctx.set_status(..)`, as JSON (`null` when
+    /// nothing yet).
+    Query {
+        /// The workflow id.
+        id: String,
     },
     /// List runs, newest first.
     List {
@@ -522,6 +529,15 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { id, json } => status(&cli, &registry, id, *json).await,
+        Command::Query { id } => {
+            let client = Client::new(open_store(&cli, false).await?);
+            let published = client.query_status_encoded(&WorkflowId(id.clone())).await?;
+            let v = published
+                .as_ref()
+                .map_or(serde_json::Value::Null, output::payload_json);
+            say!("{v}");
+            Ok(())
+        }
         Command::List {
             status,
             workflow,
@@ -834,6 +850,10 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     let timers = store.pending_timers(info.key).await?;
     let inbox = store.read_inbox(info.key).await?;
     let history = store.read_history(info.key, EventId(0)).await?;
+    let published = store
+        .published_status(info.key)
+        .await?
+        .map(|p| output::payload_json(&p));
     let now = clock::host_now_ms();
     let waiting_signal = waiting_signals(&history);
     let why = if info.status == RunStatus::Suspended {
@@ -898,6 +918,7 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             "pending_timers": timers,
             "waiting_signals": waiting_signal,
             "inbox": inbox.len(),
+            "published_status": published,
         });
         say!("{v}");
         return Ok(());
@@ -922,6 +943,9 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
         );
     }
     say!("why:          {why}");
+    if let Some(v) = &published {
+        say!("published status: {v}");
+    }
     for a in &activities {
         say!(
             "activity:     #{} {} attempt {}{}{}{}",

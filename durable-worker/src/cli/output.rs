@@ -6,7 +6,8 @@ use durable_core::payload::Payload;
 use durable_core::store::RunInfo;
 use serde_json::{Value, json};
 
-fn payload_json(p: &Payload) -> Value {
+/// A payload decoded to JSON; one that does not decode is described instead.
+pub(crate) fn payload_json(p: &Payload) -> Value {
     p.to_json()
         .unwrap_or_else(|e| json!({ "undecodable": e.to_string(), "bytes": p.len() }))
 }

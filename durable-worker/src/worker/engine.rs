@@ -8,6 +8,7 @@ use durable_core::command::Command;
 use durable_core::error::ReplayError;
 use durable_core::event::{Event, EventKind};
 use durable_core::ids::{CommandSeq, EventId, RunKey};
+use durable_core::payload::Payload;
 use durable_core::registry::Registry;
 use durable_core::{RunIdentity, RunMachine, clock, replay};
 use std::collections::HashMap;
@@ -21,6 +22,9 @@ pub(crate) struct Activation {
     pub(crate) after: EventId,
     pub(crate) events: Vec<(i64, EventKind)>,
     pub(crate) finished: Option<bool>,
+    /// The latest status the code published (`ctx.set_status`) during the activation,
+    /// restore included; `None` when it published none.
+    pub(crate) published_status: Option<Payload>,
 }
 
 pub(crate) struct ActivateRequest {
@@ -171,6 +175,17 @@ fn activate(
         out.push((event.time_ms, event.kind));
         record_commands(machine, time, &mut out, max_payload)?;
     }
+    let published_status = machine.take_published_status();
+    if let Some(status) = &published_status
+        && status.len() > max_payload
+    {
+        return Err(ReplayError::Panicked {
+            message: format!(
+                "the published status is {} bytes, over the payload limit of {max_payload} bytes",
+                status.len()
+            ),
+        });
+    }
     let finished = out.iter().rev().find_map(|(_, k)| match k {
         EventKind::RunCompleted { .. } => Some(true),
         EventKind::RunFailed { .. } => Some(false),
@@ -180,6 +195,7 @@ fn activate(
         after,
         events: out,
         finished,
+        published_status,
     })
 }
 

@@ -577,6 +577,7 @@ impl RunActor {
             fired_timers,
             finish,
             keep_lease: finish.is_none(),
+            published_status: activation.published_status,
         };
         let was_fresh = self.fresh;
         let recorded: Vec<CommandSeq> =

@@ -175,6 +175,22 @@ impl PostgresStore {
                 "SELECT inbox_id FROM inbox WHERE namespace = $1 AND run_key = $2 AND kind = 'SignalReceived'",
             )
             .await?;
+        // Prepared and sent only when the activation published a status, so the run's
+        // UPDATE stays as it is otherwise; it rides in the same pipeline.
+        let published = c.published_status.as_ref().map(|p| match &db.codec {
+            Some(codec) => codec.encode(p.0.clone()),
+            None => p.0.clone(),
+        });
+        let publish = match &published {
+            Some(_) => Some(
+                db.prepare(
+                    &tx,
+                    "UPDATE runs SET published_status = $3 WHERE namespace = $1 AND run_key = $2",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -238,6 +254,9 @@ impl PostgresStore {
                 }
                 calls.push((&finish_run, vec![ns, &key, &last_id, status]));
             }
+        }
+        if let (Some(stmt), Some(bytes)) = (&publish, &published) {
+            calls.push((stmt, vec![ns, &key, bytes]));
         }
         let results: Vec<Result<Vec<tokio_postgres::Row>, StoreError>> =
             futures::future::join_all(calls.iter().map(|(stmt, params)| tx.query(*stmt, params)))

@@ -1170,6 +1170,27 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError> {
+        let db = &self.inner;
+        let client = db.client().await?;
+        let row = db
+            .query_opt(
+                &client,
+                "SELECT published_status FROM runs WHERE namespace = $1 AND run_key = $2",
+                &[&db.namespace, &key.0],
+            )
+            .await?;
+        let Some(sealed) = row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) else {
+            return Ok(None);
+        };
+        match &db.codec {
+            Some(c) => c.decode(sealed).map(|b| Some(Payload(b))).map_err(|e| {
+                StoreError::Corrupt(format!("published status of run {key}: codec: {e}"))
+            }),
+            None => Ok(Some(Payload(sealed))),
+        }
+    }
+
     fn work_notifier(&self) -> Arc<Notify> {
         self.notify.clone()
     }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_activity_heartbeats.sql"),
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
+    include_str!("migrations/005_published_status.sql"),
 ];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.

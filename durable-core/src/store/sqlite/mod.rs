@@ -343,6 +343,26 @@ impl Shared {
             .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
     }
 
+    /// A payload kept outside the history (a published status), sealed by the codec
+    /// like an event body.
+    fn seal_payload(&self, payload: &Payload) -> Vec<u8> {
+        match &self.codec {
+            Some(c) => c.encode(payload.0.clone()),
+            None => payload.0.clone(),
+        }
+    }
+
+    /// Reverses [`Shared::seal_payload`].
+    fn open_payload(&self, key: i64, what: &str, bytes: Vec<u8>) -> Result<Payload, StoreError> {
+        match &self.codec {
+            Some(c) => c
+                .decode(bytes)
+                .map(Payload)
+                .map_err(|e| StoreError::Corrupt(format!("{what} of run {key}: codec: {e}"))),
+            None => Ok(Payload(bytes)),
+        }
+    }
+
     /// A free-text column that may quote a payload (an activity's last error): with a
     /// codec it is stored as the codec's bytes, like the event bodies, so nothing a
     /// payload said reaches the file in clear.
@@ -840,6 +860,14 @@ impl Store for SqliteStore {
                         .execute(params![key, seq, shared.namespace, now.saturating_add(to_i64(duration))])
                         .map_err(sql_err)?;
                     }
+                }
+                // Its own statement, only when there is something to write: the row's page
+                // is dirty already, and the UPDATEs below stay as they were.
+                if let Some(published) = &c.published_status {
+                    conn.prepare_cached("UPDATE runs SET published_status = ?2 WHERE run_key = ?1")
+                        .map_err(sql_err)?
+                        .execute(params![key, shared.seal_payload(published)])
+                        .map_err(sql_err)?;
                 }
                 match c.finish {
                     Some(status) => {
@@ -1545,6 +1573,24 @@ impl Store for SqliteStore {
                     })
                     .map_err(sql_err)?;
                 rows.collect::<Result<_, _>>().map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError> {
+        let shared = self.shared.clone();
+        self.readers
+            .submit(move |conn| {
+                let sealed: Option<Option<Vec<u8>>> = conn
+                    .prepare_cached("SELECT published_status FROM runs WHERE run_key = ?1")
+                    .map_err(sql_err)?
+                    .query_row([key.0], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                sealed
+                    .flatten()
+                    .map(|b| shared.open_payload(key.0, "published status", b))
+                    .transpose()
             })
             .await
     }

@@ -103,6 +103,7 @@ fn commit_of(c: &ClaimedRun, who: &str, events: Vec<EventKind>) -> Commit {
         fired_timers: Vec::new(),
         finish: None,
         keep_lease: true,
+        published_status: None,
     }
 }
 
