@@ -13,6 +13,8 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod heartbeat_common;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

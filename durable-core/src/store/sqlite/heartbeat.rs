@@ -3,44 +3,24 @@
 
 use super::{Shared, SqliteStore, sql_err, to_i64};
 use crate::clock;
-use crate::error::{ActivityError, KIND_HEARTBEAT_TIMEOUT, StoreError};
+use crate::error::StoreError;
 use crate::event::EventKind;
 use crate::ids::{CommandSeq, RunKey, WorkerId};
 use crate::payload::Payload;
 use crate::retry;
+use crate::store::heartbeat_common::{heartbeat_timeout_error, open_details, seal_details};
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// The error of an attempt that sent no heartbeat within its timeout.
-pub(crate) fn heartbeat_timeout_error(attempt: u32, timeout_ms: i64) -> ActivityError {
-    ActivityError::retryable(
-        KIND_HEARTBEAT_TIMEOUT,
-        format!("attempt {attempt} sent no heartbeat for {timeout_ms} ms, its heartbeat timeout"),
-    )
-}
 
 impl Shared {
     /// Heartbeat details as stored: sealed by the codec, like event bodies.
     fn seal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
-        match &self.codec {
-            Some(c) => c.encode(bytes),
-            None => bytes,
-        }
+        seal_details(self.codec.as_ref(), bytes)
     }
 
     /// Reverses [`Shared::seal_bytes`]. Details the codec cannot open are dropped (the
     /// next attempt starts over) rather than failing the claim.
     pub(super) fn open_heartbeat(&self, sealed: Option<Vec<u8>>) -> Option<Payload> {
-        let sealed = sealed?;
-        match &self.codec {
-            None => Some(Payload(sealed)),
-            Some(c) => match c.decode(sealed) {
-                Ok(bytes) => Some(Payload(bytes)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat details do not open with the codec; the attempt starts without them");
-                    None
-                }
-            },
-        }
+        open_details(self.codec.as_ref(), sealed)
     }
 
     /// Starts the heartbeat clock of an attempt that just began, when its call has a
