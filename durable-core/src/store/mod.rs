@@ -13,10 +13,10 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod heartbeat_common;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sealing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

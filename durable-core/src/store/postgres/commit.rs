@@ -177,10 +177,10 @@ impl PostgresStore {
             .await?;
         // Prepared and sent only when the activation published a status, so the run's
         // UPDATE stays as it is otherwise; it rides in the same pipeline.
-        let published = c.published_status.as_ref().map(|p| match &db.codec {
-            Some(codec) => codec.encode(p.0.clone()),
-            None => p.0.clone(),
-        });
+        let published = c
+            .published_status
+            .as_ref()
+            .map(|p| crate::store::sealing::seal(db.codec.as_ref(), p.0.clone()));
         let publish = match &published {
             Some(_) => Some(
                 db.prepare(

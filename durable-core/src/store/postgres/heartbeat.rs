@@ -8,17 +8,11 @@ use crate::event::EventKind;
 use crate::ids::{CommandSeq, RunKey, WorkerId};
 use crate::payload::Payload;
 use crate::retry;
-use crate::store::heartbeat_common::{heartbeat_timeout_error, open_details, seal_details};
+use crate::store::sealing::{heartbeat_timeout_error, open_details, seal};
 use deadpool_postgres::GenericClient;
 
 impl Inner {
-    /// Heartbeat details as stored: sealed by the codec, like event bodies.
-    fn seal_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
-        seal_details(self.codec.as_ref(), bytes)
-    }
-
-    /// Reverses [`Inner::seal_bytes`]. Details the codec cannot open are dropped (the
-    /// next attempt starts over) rather than failing the claim.
+    /// Heartbeat details as stored, opened; see [`open_details`].
     pub(super) fn open_heartbeat(&self, sealed: Option<Vec<u8>>) -> Option<Payload> {
         open_details(self.codec.as_ref(), sealed)
     }
@@ -58,7 +52,7 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let db = &self.inner;
         let client = db.client().await?;
-        let sealed = db.seal_bytes(details.0);
+        let sealed = seal(db.codec.as_ref(), details.0);
         let n = db
             .exec(
                 &client,

@@ -1183,12 +1183,8 @@ impl Store for PostgresStore {
         let Some(sealed) = row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) else {
             return Ok(None);
         };
-        match &db.codec {
-            Some(c) => c.decode(sealed).map(|b| Some(Payload(b))).map_err(|e| {
-                StoreError::Corrupt(format!("published status of run {key}: codec: {e}"))
-            }),
-            None => Ok(Some(Payload(sealed))),
-        }
+        crate::store::sealing::open_payload(db.codec.as_ref(), key.0, "published status", sealed)
+            .map(Some)
     }
 
     fn work_notifier(&self) -> Arc<Notify> {

@@ -343,26 +343,6 @@ impl Shared {
             .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
     }
 
-    /// A payload kept outside the history (a published status), sealed by the codec
-    /// like an event body.
-    fn seal_payload(&self, payload: &Payload) -> Vec<u8> {
-        match &self.codec {
-            Some(c) => c.encode(payload.0.clone()),
-            None => payload.0.clone(),
-        }
-    }
-
-    /// Reverses [`Shared::seal_payload`].
-    fn open_payload(&self, key: i64, what: &str, bytes: Vec<u8>) -> Result<Payload, StoreError> {
-        match &self.codec {
-            Some(c) => c
-                .decode(bytes)
-                .map(Payload)
-                .map_err(|e| StoreError::Corrupt(format!("{what} of run {key}: codec: {e}"))),
-            None => Ok(Payload(bytes)),
-        }
-    }
-
     /// A free-text column that may quote a payload (an activity's last error): with a
     /// codec it is stored as the codec's bytes, like the event bodies, so nothing a
     /// payload said reaches the file in clear.
@@ -866,7 +846,7 @@ impl Store for SqliteStore {
                 if let Some(published) = &c.published_status {
                     conn.prepare_cached("UPDATE runs SET published_status = ?2 WHERE run_key = ?1")
                         .map_err(sql_err)?
-                        .execute(params![key, shared.seal_payload(published)])
+                        .execute(params![key, super::sealing::seal(shared.codec.as_ref(), published.0.clone())])
                         .map_err(sql_err)?;
                 }
                 match c.finish {
@@ -1589,7 +1569,14 @@ impl Store for SqliteStore {
                     .map_err(sql_err)?;
                 sealed
                     .flatten()
-                    .map(|b| shared.open_payload(key.0, "published status", b))
+                    .map(|b| {
+                        super::sealing::open_payload(
+                            shared.codec.as_ref(),
+                            key.0,
+                            "published status",
+                            b,
+                        )
+                    })
                     .transpose()
             })
             .await
