@@ -170,7 +170,7 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "each migration ran once");
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration ran once");
             drop(client);
             let _ = driver.await;
         })

@@ -20,6 +20,40 @@ pub(crate) fn seal(codec: Option<&SharedCodec>, bytes: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// A free-text column that may quote a payload (an activity's last error), as a store
+/// keeps it: in clear without a codec; with one, as the codec's bytes, like the event
+/// bodies, so nothing a payload said reaches the database in clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StoredText {
+    /// Kept as written (no codec).
+    Clear(String),
+    /// Sealed by the codec.
+    Sealed(Vec<u8>),
+}
+
+/// Seals `text` for a free-text column (see [`StoredText`]).
+pub(crate) fn seal_text(codec: Option<&SharedCodec>, text: String) -> StoredText {
+    match codec {
+        Some(c) => StoredText::Sealed(c.encode(text.into_bytes())),
+        None => StoredText::Clear(text),
+    }
+}
+
+/// Reverses [`seal_text`] for display: text the codec cannot open (or sealed text read
+/// without a codec) is shown as such rather than failing the read.
+pub(crate) fn open_text(codec: Option<&SharedCodec>, stored: StoredText) -> String {
+    match (stored, codec) {
+        (StoredText::Clear(t), _) => t,
+        (StoredText::Sealed(b), Some(c)) => match c.decode(b) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("(unreadable: codec: {e})"),
+        },
+        (StoredText::Sealed(b), None) => {
+            format!("({} encoded bytes; open the store with its codec)", b.len())
+        }
+    }
+}
+
 /// Reverses [`seal`] for a payload the run depends on: bytes the codec cannot open are
 /// a corrupt store (`what` names the payload, e.g. "published status").
 pub(crate) fn open_payload(

@@ -154,12 +154,13 @@ impl PostgresStore {
             );
             match next {
                 Some(at) => {
+                    let (clear, sealed) = db.seal_error(&error);
                     db.exec(
                         &tx,
                         "UPDATE activity_tasks SET owner = NULL, lease_expires_at_ms = 0, available_at_ms = $4,
-                         last_error = $5, heartbeat_deadline_ms = NULL
+                         last_error = $5, last_error_sealed = $6, heartbeat_deadline_ms = NULL
                          WHERE namespace = $1 AND run_key = $2 AND seq = $3",
-                        &[&db.namespace, &key, &seq, &at, &error.to_string()],
+                        &[&db.namespace, &key, &seq, &at, &clear, &sealed],
                     )
                     .await?;
                 }

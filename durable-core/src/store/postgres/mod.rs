@@ -32,12 +32,13 @@ mod notify;
 mod reset;
 mod schema;
 
+use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
     PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
 };
 use crate::clock;
-use crate::error::StoreError;
+use crate::error::{ActivityError, StoreError};
 use crate::event::{Event, EventKind};
 use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 use crate::payload::{Payload, SharedCodec};
@@ -348,6 +349,26 @@ impl Inner {
         };
         rmp_serde::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
+    }
+
+    /// An activity's last error as the two columns keep it: in clear in `last_error`
+    /// without a codec, sealed in `last_error_sealed` with one (see
+    /// [`sealing::StoredText`]).
+    fn seal_error(&self, error: &ActivityError) -> (Option<String>, Option<Vec<u8>>) {
+        match sealing::seal_text(self.codec.as_ref(), error.to_string()) {
+            StoredText::Clear(t) => (Some(t), None),
+            StoredText::Sealed(b) => (None, Some(b)),
+        }
+    }
+
+    /// Reverses [`Inner::seal_error`] for display.
+    fn open_error(&self, clear: Option<String>, sealed: Option<Vec<u8>>) -> Option<String> {
+        let stored = match (sealed, clear) {
+            (Some(b), _) => StoredText::Sealed(b),
+            (None, Some(t)) => StoredText::Clear(t),
+            (None, None) => return None,
+        };
+        Some(sealing::open_text(self.codec.as_ref(), stored))
     }
 
     /// The store's clock now.
@@ -873,11 +894,12 @@ impl Store for PostgresStore {
                 error,
                 next_attempt_at_ms,
             } => {
+                let (clear, sealed) = db.seal_error(&error);
                 let n = db
                     .exec(
                         &client,
                         "UPDATE activity_tasks SET owner = NULL, lease_expires_at_ms = 0, available_at_ms = $6,
-                         last_error = $7, heartbeat_deadline_ms = NULL
+                         last_error = $7, last_error_sealed = $8, heartbeat_deadline_ms = NULL
                          WHERE namespace = $1 AND run_key = $2 AND seq = $3 AND attempt = $4 AND owner = $5",
                         &[
                             &db.namespace,
@@ -886,7 +908,8 @@ impl Store for PostgresStore {
                             &attempt_param,
                             &worker.0,
                             &next_attempt_at_ms,
-                            &error.to_string(),
+                            &clear,
+                            &sealed,
                         ],
                     )
                     .await?;
@@ -1131,7 +1154,7 @@ impl Store for PostgresStore {
             .query(
                 &client,
                 "SELECT seq, name, task_queue, attempt, owner, available_at_ms, last_error,
-                 last_heartbeat_at_ms
+                 last_heartbeat_at_ms, last_error_sealed
                  FROM activity_tasks WHERE namespace = $1 AND run_key = $2 ORDER BY seq",
                 &[&db.namespace, &key.0],
             )
@@ -1145,7 +1168,7 @@ impl Store for PostgresStore {
                 attempt: to_u32(r.get(3)),
                 owner: r.get(4),
                 available_at_ms: r.get(5),
-                last_error: r.get(6),
+                last_error: db.open_error(r.get(6), r.get(8)),
                 last_heartbeat_at_ms: r.get(7),
             })
             .collect())

@@ -9,6 +9,7 @@ mod schema;
 mod tests;
 mod writer;
 
+use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
     PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
@@ -343,33 +344,27 @@ impl Shared {
             .map_err(|e| StoreError::Corrupt(format!("event {id} of run {key}: {e}")))
     }
 
-    /// A free-text column that may quote a payload (an activity's last error): with a
-    /// codec it is stored as the codec's bytes, like the event bodies, so nothing a
-    /// payload said reaches the file in clear.
+    /// A free-text column that may quote a payload (an activity's last error): sealed
+    /// by the codec, as a BLOB, when the store has one (see [`sealing::StoredText`]).
     fn seal_text(&self, text: String) -> rusqlite::types::Value {
-        match &self.codec {
-            Some(c) => rusqlite::types::Value::Blob(c.encode(text.into_bytes())),
-            None => rusqlite::types::Value::Text(text),
+        use rusqlite::types::Value;
+        match sealing::seal_text(self.codec.as_ref(), text) {
+            StoredText::Clear(t) => Value::Text(t),
+            StoredText::Sealed(b) => Value::Blob(b),
         }
     }
 
     /// Reverses [`Shared::seal_text`]; a value the codec cannot open is shown as such.
     fn open_text(&self, value: rusqlite::types::Value) -> Option<String> {
         use rusqlite::types::Value;
-        match (value, &self.codec) {
-            (Value::Null, _) => None,
-            (Value::Text(t), _) => Some(t),
-            (Value::Blob(b), Some(c)) => Some(match c.decode(b) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(e) => format!("(unreadable: codec: {e})"),
-            }),
-            (Value::Blob(b), None) => Some(format!(
-                "({} encoded bytes; open the store with its codec)",
-                b.len()
-            )),
-            (Value::Integer(i), _) => Some(i.to_string()),
-            (Value::Real(r), _) => Some(r.to_string()),
-        }
+        let stored = match value {
+            Value::Null => return None,
+            Value::Text(t) => StoredText::Clear(t),
+            Value::Blob(b) => StoredText::Sealed(b),
+            Value::Integer(i) => StoredText::Clear(i.to_string()),
+            Value::Real(r) => StoredText::Clear(r.to_string()),
+        };
+        Some(sealing::open_text(self.codec.as_ref(), stored))
     }
 
     /// Appends events at the end of a run's history; returns the first and last ids.
