@@ -72,7 +72,8 @@ pub struct WorkerStats {
     pub activations: AtomicU64,
     /// Activity attempts started.
     pub activity_attempts: AtomicU64,
-    /// Runs restored from history (after a takeover, an eviction or a restart).
+    /// Runs whose history this worker read to build their state: every first activation
+    /// of a run here (a new run, a takeover, a restart) and every one after an eviction.
     pub restores: AtomicU64,
     /// Commits refused because another worker owns the run now.
     pub fenced: AtomicU64,
