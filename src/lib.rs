@@ -68,11 +68,12 @@
 //!   `--database-url` in the CLI.
 
 pub use durable_core::{
-    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
-    EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,
-    Registry, ReplayError, ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy,
-    RunId, RunIdentity, Saga, SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext,
-    WorkflowError, WorkflowId, clock, divergence_report, error, store,
+    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq,
+    ContinueAsNew, ContinuedAsNew, Event, EventId, EventKind, FailedCompensation, HistoryFile,
+    Payload, PayloadCodec, PayloadError, Registry, ReplayError, ReplayFileError, ReplayOutcome,
+    ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga, SagaError, Secret, SignalWait,
+    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, divergence_report, error,
+    store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};

@@ -49,11 +49,12 @@ pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
+pub use context::continue_as_new::ContinueAsNew;
 pub use context::saga::{FailedCompensation, Saga, SagaError};
 pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
 pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
 pub use event::{ActivityOptions, Event, EventKind};
-pub use executor::{RunIdentity, RunMachine};
+pub use executor::{ContinuedAsNew, RunIdentity, RunMachine};
 pub use history::HistoryFile;
 pub use ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 pub use payload::{Payload, PayloadCodec, PayloadError};

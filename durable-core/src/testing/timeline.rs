@@ -36,6 +36,12 @@ impl Timeline {
         self.items.keys().next().map(|(at, _)| *at)
     }
 
+    /// Keeps only the items `keep` says yes to (a run that continued as new leaves its
+    /// activities and timers behind).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Due) -> bool) {
+        self.items.retain(|_, due| keep(due));
+    }
+
     pub(crate) fn pop(&mut self) -> Option<(i64, Due)> {
         self.items.pop_first().map(|((at, _), due)| (at, due))
     }

@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Activation {
     pub(crate) after: EventId,
     pub(crate) events: Vec<(i64, EventKind)>,
-    pub(crate) finished: Option<bool>,
+    /// How the run ended in this activation, if it did.
+    pub(crate) finished: Option<durable_core::store::RunStatus>,
     /// The latest status the code published (`ctx.set_status`) during the activation,
     /// restore included; `None` when it published none.
     pub(crate) published_status: Option<Payload>,
@@ -187,8 +188,9 @@ fn activate(
         });
     }
     let finished = out.iter().rev().find_map(|(_, k)| match k {
-        EventKind::RunCompleted { .. } => Some(true),
-        EventKind::RunFailed { .. } => Some(false),
+        EventKind::RunCompleted { .. } => Some(durable_core::store::RunStatus::Completed),
+        EventKind::RunFailed { .. } => Some(durable_core::store::RunStatus::Failed),
+        EventKind::RunContinuedAsNew { .. } => Some(durable_core::store::RunStatus::Continued),
         _ => None,
     });
     Ok(Activation {
@@ -240,6 +242,24 @@ fn record_commands(
             id: EventId(machine.last_applied().0 + 1),
             time_ms: time,
             kind,
+        };
+        machine.apply(&event)?;
+        out.push((event.time_ms, event.kind));
+    }
+    if let Some(next) = machine.take_continue_as_new() {
+        if next.input.len() > max_payload {
+            return Err(ReplayError::PayloadTooLarge {
+                what: format!("the input to continue as new ({})", next.workflow),
+                size: next.input.len(),
+                limit: max_payload,
+            });
+        }
+        // The new run's id is allocated here, by the engine, like every id the store
+        // is given; replay compares the workflow and input, not the id.
+        let event = Event {
+            id: EventId(machine.last_applied().0 + 1),
+            time_ms: time,
+            kind: next.into_event(durable_core::ids::RunId::generate()),
         };
         machine.apply(&event)?;
         out.push((event.time_ms, event.kind));

@@ -11,7 +11,7 @@ use durable_core::error::{ActivityError, StoreError};
 use durable_core::event::EventKind;
 use durable_core::ids::{CommandSeq, EventId, FencingToken, RunKey};
 use durable_core::payload::Payload;
-use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask, RunStatus};
+use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -557,13 +557,7 @@ impl RunActor {
                 _ => {}
             }
         }
-        let finish = activation.finished.map(|ok| {
-            if ok {
-                RunStatus::Completed
-            } else {
-                RunStatus::Failed
-            }
-        });
+        let finish = activation.finished;
         let commit = Commit {
             key: self.key,
             worker: self.shared.id.clone(),

@@ -14,7 +14,8 @@ impl PostgresStore {
     /// pipeline behind the run's row lock.
     pub(super) async fn commit_activation(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let db = &self.inner;
-        let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        let continuation = crate::store::continuation::continuation(&c)?;
+        let creates_remote_work = c.activities.iter().any(|a| !a.local) || continuation.is_some();
         let key = c.key.0;
         let after = to_i64(c.after.0);
         let lease_ms = span_ms(clock::duration_ms(c.lease));
@@ -191,6 +192,35 @@ impl PostgresStore {
             ),
             None => None,
         };
+        // Continue-as-new: the next run of the workflow id, its first event and the
+        // signals that follow it, all after the old run's row lock.
+        let next_started = match &continuation {
+            Some(next) => Some(db.encode(&next.started())?),
+            None => None,
+        };
+        let carried: Vec<&str> = crate::store::continuation::CARRIED_INBOX_KINDS.to_vec();
+        let mut continue_stmts = Vec::new();
+        if continuation.is_some() {
+            for sql in [
+                concat!(
+                    "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
+                     created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms,
+                     deadline_ms, published_status)
+                     SELECT namespace, nextval('run_keys'), workflow_id, run_number + 1, $3, $4, 'running', ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ", 1, TRUE, inbox_seq, execution_timeout_ms, deadline_ms, COALESCE($5, published_status)
+                     FROM runs WHERE namespace = $1 AND run_key = $2"
+                ),
+                "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)
+                 VALUES ($1, currval('run_keys'), 1, $2, 'RunStarted', NULL, $3)",
+                "UPDATE inbox SET run_key = currval('run_keys')
+                 WHERE namespace = $1 AND run_key = $2 AND kind = ANY($3)",
+            ] {
+                continue_stmts.push(db.prepare(&tx, sql).await?);
+            }
+        }
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -245,10 +275,23 @@ impl PostgresStore {
         match &status {
             None => calls.push((&update_run, vec![ns, &key, &last_id, &c.keep_lease])),
             Some(status) => {
-                // After the consumed entries are deleted: the signals left are ones the
-                // run has not seen (the run's row lock keeps new ones out until we end).
-                calls.push((&stray_signals, vec![ns, &key]));
-                stray_at = Some(calls.len() - 1);
+                if let (Some(next), Some(body), [insert_run, insert_started, move_inbox]) =
+                    (&continuation, &next_started, continue_stmts.as_slice())
+                {
+                    // The signals left move to the new run before the inbox is cleared.
+                    calls.push((
+                        insert_run,
+                        vec![ns, &key, &next.run_id.0, &next.workflow, &published],
+                    ));
+                    calls.push((insert_started, vec![ns, &next.time_ms, body]));
+                    calls.push((move_inbox, vec![ns, &key, &carried]));
+                } else {
+                    // After the consumed entries are deleted: the signals left are ones
+                    // the run has not seen (the run's row lock keeps new ones out until
+                    // we end).
+                    calls.push((&stray_signals, vec![ns, &key]));
+                    stray_at = Some(calls.len() - 1);
+                }
                 for stmt in &finish_deletes {
                     calls.push((stmt, vec![ns, &key]));
                 }
