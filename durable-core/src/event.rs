@@ -147,6 +147,10 @@ pub enum EventKind {
         seed: u64,
         /// The new run's id.
         run_id: RunId,
+        /// Signals this run received that the code had not taken when it continued, by
+        /// name in arrival order: they are delivered to the new run first.
+        #[serde(default)]
+        signals: Vec<(String, Payload)>,
     },
 }
 

@@ -59,6 +59,8 @@ pub struct ContinuedAsNew {
     pub input: Payload,
     /// The seed of its random source, derived from this run's seed.
     pub seed: u64,
+    /// Signals this run received that the code had not taken, for the next run.
+    pub signals: Vec<(String, Payload)>,
 }
 
 impl ContinuedAsNew {
@@ -69,6 +71,7 @@ impl ContinuedAsNew {
             input: self.input,
             seed: self.seed,
             run_id,
+            signals: self.signals,
         }
     }
 
@@ -436,27 +439,24 @@ impl RunMachine {
             if let Some(err) = self.state.borrow_mut().error.take() {
                 return Err(err);
             }
-            let continued = {
-                let mut state = self.state.borrow_mut();
-                state
-                    .continue_as_new
-                    .take()
-                    .map(|(workflow, input)| ContinuedAsNew {
-                        workflow,
-                        input,
-                        seed: state.successor_seed(),
-                    })
-            };
-            if let Some(continued) = continued {
+            let request = self.state.borrow_mut().continue_as_new.take();
+            if let Some((workflow, input)) = request {
                 // The code asked to continue as new: the run ends here, whatever else the
-                // poll did. Dropping the future drops its pending commands.
+                // poll did. Dropping the future drops its pending commands, and hands
+                // back to the buffer any signal a dropped wait was given.
                 if let Err(payload) = polled {
                     return Err(ReplayError::Panicked {
                         message: panic_message(payload.as_ref()),
                     });
                 }
-                self.continued = Some(continued);
                 self.root = None;
+                let mut state = self.state.borrow_mut();
+                self.continued = Some(ContinuedAsNew {
+                    workflow,
+                    input,
+                    seed: state.successor_seed(),
+                    signals: state.take_unconsumed_signals(),
+                });
                 return Ok(());
             }
             match polled {

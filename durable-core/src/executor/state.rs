@@ -354,6 +354,15 @@ impl RunState {
         }
     }
 
+    /// Takes the signals delivered to the run that no wait has taken, by name, each
+    /// name's in arrival order (a run that continues as new hands them on).
+    pub(crate) fn take_unconsumed_signals(&mut self) -> Vec<(String, Payload)> {
+        std::mem::take(&mut self.signal_buffer)
+            .into_iter()
+            .flat_map(|(name, queue)| queue.into_iter().map(move |p| (name.clone(), p)))
+            .collect()
+    }
+
     pub(crate) fn request_cancel(&mut self, reason: String) {
         if self.cancel_reason.is_none() {
             self.cancel_reason = Some(reason);

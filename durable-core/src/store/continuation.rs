@@ -16,9 +16,21 @@ pub(crate) struct Continuation<'a> {
     pub(crate) input: &'a Payload,
     pub(crate) seed: u64,
     pub(crate) run_id: &'a RunId,
+    /// Signals the old run received and did not take: the new run's first inbox entries.
+    pub(crate) signals: &'a [(String, Payload)],
 }
 
 impl Continuation<'_> {
+    /// The inbox entries (kind name, event) of the signals handed on.
+    pub(crate) fn carried(&self) -> impl Iterator<Item = EventKind> + '_ {
+        self.signals
+            .iter()
+            .map(|(name, payload)| EventKind::SignalReceived {
+                name: name.clone(),
+                payload: payload.clone(),
+            })
+    }
+
     /// The new run's first event.
     pub(crate) fn started(&self) -> EventKind {
         EventKind::RunStarted {
@@ -64,6 +76,7 @@ pub(crate) fn continuation(c: &Commit) -> Result<Option<Continuation<'_>>, Store
             input,
             seed,
             run_id,
+            signals,
         },
     )) = c.events.last().filter(|_| continues)
     else {
@@ -85,5 +98,6 @@ pub(crate) fn continuation(c: &Commit) -> Result<Option<Continuation<'_>>, Store
         input,
         seed: *seed,
         run_id,
+        signals,
     }))
 }

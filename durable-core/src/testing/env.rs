@@ -830,8 +830,8 @@ impl TestEnv {
 
     /// Ends the current run (its history moves to [`TestEnv::continued_histories`]) and
     /// starts the run it continued as, as a store does in the same transaction: the
-    /// workflow id's signals still to come and its published status carry over; its
-    /// activities and timers are dropped.
+    /// signals its code had not taken, the workflow id's signals still to come and its
+    /// published status carry over; its activities and timers are dropped.
     fn continue_as_new(
         &mut self,
         next: crate::executor::ContinuedAsNew,
@@ -872,6 +872,13 @@ impl TestEnv {
             broken: false,
             published_status: old.published_status,
         });
+        // The signals the old run's code had not taken arrive first, as the store puts
+        // them at the head of the new run's inbox (and they go on to the next run, like
+        // any signal, should this one continue before they arrive).
+        for (name, payload) in next.signals {
+            self.timeline
+                .push_first(self.now_ms, Due::Signal { name, payload });
+        }
         self.activate(started.kind)
     }
 

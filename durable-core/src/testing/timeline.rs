@@ -21,14 +21,23 @@ pub(crate) enum Due {
 /// a run in a test environment is the same every time it runs.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
-    items: BTreeMap<(i64, u64), Due>,
-    scheduled: u64,
+    items: BTreeMap<(i64, i64), Due>,
+    scheduled: i64,
+    /// Items pushed with [`Timeline::push_first`] so far.
+    first: i64,
 }
 
 impl Timeline {
     pub(crate) fn push(&mut self, at_ms: i64, due: Due) {
         self.items.insert((at_ms, self.scheduled), due);
         self.scheduled += 1;
+    }
+
+    /// Pushes an item that comes before everything else due at the same time, after the
+    /// items pushed this way before it.
+    pub(crate) fn push_first(&mut self, at_ms: i64, due: Due) {
+        self.items.insert((at_ms, i64::MIN + self.first), due);
+        self.first += 1;
     }
 
     /// The time of the next item.

@@ -26,6 +26,9 @@ pub(crate) struct Activation {
     /// The latest status the code published (`ctx.set_status`) during the activation,
     /// restore included; `None` when it published none.
     pub(crate) published_status: Option<Payload>,
+    /// How many of the request's inbound events were applied (the rest came after the
+    /// code finished).
+    pub(crate) applied_inbound: usize,
 }
 
 pub(crate) struct ActivateRequest {
@@ -163,10 +166,12 @@ fn activate(
     let now = clock::now_ms();
     // Commands the restore produced (history ended before they were recorded).
     record_commands(machine, now, &mut out, max_payload)?;
+    let mut applied_inbound = 0;
     for (time, kind) in inbound {
         if machine.is_finished() {
             break;
         }
+        applied_inbound += 1;
         let event = Event {
             id: EventId(machine.last_applied().0 + 1),
             time_ms: time,
@@ -198,6 +203,7 @@ fn activate(
         events: out,
         finished,
         published_status,
+        applied_inbound,
     })
 }
 

@@ -431,7 +431,7 @@ impl RunActor {
         } else {
             Vec::new()
         };
-        let consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
+        let mut consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
         let mut inbound: Vec<(i64, EventKind)> =
             inbox.into_iter().map(|i| (i.time_ms, i.kind)).collect();
         for (_, kind) in &inbound {
@@ -558,6 +558,11 @@ impl RunActor {
             }
         }
         let finish = activation.finished;
+        if finish == Some(durable_core::store::RunStatus::Continued) {
+            // Inbox entries the code did not get to (they come first in `inbound`) stay
+            // where they are: the store moves the signals among them to the new run.
+            consumed.truncate(activation.applied_inbound);
+        }
         let commit = Commit {
             key: self.key,
             worker: self.shared.id.clone(),

@@ -51,6 +51,7 @@ fn continued_event(history: &[Event]) -> (String, u64, u64, RunId) {
             input,
             seed,
             run_id,
+            ..
         }) => (
             workflow.clone(),
             input.decode::<(u64, u64)>().expect("the input decodes").0,
@@ -205,6 +206,7 @@ fn a_recorded_continue_the_code_has_not_reached_is_an_unfinished_run() -> TestRe
             input: enc(&(2u64, 3u64)),
             seed: 1,
             run_id: RunId("run-2".into()),
+            signals: Vec::new(),
         })
         .build();
     match replayer::<Billing>().replay(identity(), &history) {
@@ -236,5 +238,73 @@ fn pending_commands_are_dropped_when_the_run_continues() -> TestResult {
     // And the history replays to the same ending.
     let report = replayer::<Hasty>().replay(identity(), &live.history)?;
     assert!(matches!(report.outcome, ReplayOutcome::ContinuedAsNew(_)));
+    Ok(())
+}
+
+// Waits for `go`, then continues as new; `extra` signals are never waited for, and a
+// `maybe` wait loses a select to a timer after it was handed a signal.
+workflow!(Busy = "busy", |ctx, n: u64| -> u64 {
+    let _: u64 = ctx.signal("go").await?;
+    let maybe = ctx.signal::<u64>("maybe");
+    let timer = ctx.sleep(Duration::from_secs(1));
+    let _ = futures::future::select(timer, maybe).await;
+    ctx.continue_as_new::<Busy>(n + 1).await
+});
+
+/// 1 RunStarted, 2 SignalAwaited go #1, 3 extra=1, 4 extra=2, 5 maybe=7 (buffered),
+/// 6 go, 7 SignalAwaited maybe #2 (takes the 7), 8 TimerStarted #3, 9 RunContinuedAsNew
+/// handing on the two `extra` signals.
+#[test]
+fn signals_the_code_did_not_take_are_handed_to_the_next_run() -> TestResult {
+    let (mut live, _) = Live::start::<Busy>(&1, 1)?;
+    live.deliver(signal("extra", 1u64))?;
+    live.deliver(signal("extra", 2u64))?;
+    live.deliver(signal("maybe", 7u64))?;
+    live.deliver(signal("go", 0u64))?;
+    // The `maybe` wait took the buffered 7 at once, so the select resolved with it.
+    assert!(live.machine.is_finished());
+    match live.history.last().map(|e| &e.kind) {
+        Some(EventKind::RunContinuedAsNew { signals, .. }) => {
+            let names: Vec<(&str, u64)> = signals
+                .iter()
+                .map(|(n, p)| (n.as_str(), p.decode::<u64>().expect("decodes")))
+                .collect();
+            assert_eq!(names, [("extra", 1), ("extra", 2)]);
+        }
+        other => panic!("expected RunContinuedAsNew, got {other:?}"),
+    }
+    // Replay derives the same list and accepts the recorded ending.
+    let report = replayer::<Busy>().replay(identity(), &live.history)?;
+    match report.outcome {
+        ReplayOutcome::ContinuedAsNew(next) => assert_eq!(next.signals.len(), 2),
+        other => panic!("expected ContinuedAsNew, got {other:?}"),
+    }
+    Ok(())
+}
+
+// Waits for `go` while a `maybe` wait races a timer that fires first.
+workflow!(Racing = "racing", |ctx, n: u64| -> u64 {
+    let maybe = ctx.signal::<u64>("maybe");
+    let timer = ctx.sleep(Duration::from_secs(1));
+    let _ = futures::future::select(timer, maybe).await;
+    let _: u64 = ctx.signal("go").await?;
+    ctx.continue_as_new::<Racing>(n + 1).await
+});
+
+/// A signal whose wait lost its select (and was dropped) is buffered, and handed on.
+#[test]
+fn a_signal_after_its_wait_was_dropped_is_handed_on() -> TestResult {
+    let (mut live, _) = Live::start::<Racing>(&1, 1)?;
+    live.deliver(EventKind::TimerFired { seq: CommandSeq(1) })?;
+    live.deliver(signal("maybe", 5u64))?;
+    live.deliver(signal("go", 0u64))?;
+    match live.history.last().map(|e| &e.kind) {
+        Some(EventKind::RunContinuedAsNew { signals, .. }) => {
+            assert_eq!(signals.len(), 1, "{signals:?}");
+            assert_eq!(signals[0].0, "maybe");
+            assert_eq!(signals[0].1.decode::<u64>()?, 5);
+        }
+        other => panic!("expected RunContinuedAsNew, got {other:?}"),
+    }
     Ok(())
 }

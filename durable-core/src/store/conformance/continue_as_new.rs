@@ -11,6 +11,7 @@ fn continued(input: &str, run_id: &RunId) -> EventKind {
         input: payload(input),
         seed: 11,
         run_id: run_id.clone(),
+        signals: vec![("carried".to_owned(), payload("handed on"))],
     }
 }
 
@@ -156,12 +157,36 @@ pub async fn continue_as_new_starts_the_next_run_atomically(open: Opener<'_>) {
     }
     assert_eq!(h[0].time_ms, old.last().expect("events").time_ms);
 
-    // What waited for the old run moved; its activity and timer did not.
+    // The signal the old run's code had not taken comes first, then what waited for the
+    // old run, in order; its activity and timer did not move.
     assert!(inbox_kinds(&store, &run).await.is_empty());
     let moved = inbox_kinds(&store, &new_run).await;
+    match moved.as_slice() {
+        [
+            EventKind::SignalReceived {
+                name: first,
+                payload,
+            },
+            EventKind::SignalReceived { name: second, .. },
+            EventKind::CancelRequested { reason },
+        ] => {
+            assert_eq!(first, "carried");
+            assert_eq!(payload.decode::<String>().expect("decodes"), "handed on");
+            assert_eq!(second, "extend");
+            assert_eq!(reason, "customer left");
+        }
+        other => panic!("the new run's inbox, in order: {other:?}"),
+    }
+    let ids: Vec<i64> = store
+        .read_inbox(new.key)
+        .await
+        .expect("read_inbox")
+        .iter()
+        .map(|i| i.id)
+        .collect();
     assert!(
-        matches!(moved.as_slice(), [EventKind::SignalReceived { name, .. }, EventKind::CancelRequested { .. }] if name == "extend"),
-        "the signal and the cancel request wait for the new run, in order: {moved:?}"
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "inbox ids increase: {ids:?}"
     );
     for key in [run.key, new.key] {
         assert!(
@@ -188,7 +213,7 @@ pub async fn continue_as_new_starts_the_next_run_atomically(open: Opener<'_>) {
         .signal(&id, "extend", payload(2))
         .await
         .expect("a signal after the switch");
-    assert_eq!(inbox_kinds(&store, &new_run).await.len(), 3);
+    assert_eq!(inbox_kinds(&store, &new_run).await.len(), 4);
     let again = start(&store, "can-1").await;
     assert!(
         !again.created,
@@ -231,14 +256,20 @@ pub async fn continue_as_new_starts_the_next_run_atomically(open: Opener<'_>) {
         ]
     );
     assert_eq!(runs[0].run_id, third);
-    assert!(
-        store
-            .read_inbox(runs[0].key)
-            .await
-            .expect("read_inbox")
-            .is_empty(),
-        "applied entries do not move"
+    let third_inbox = store.read_inbox(runs[0].key).await.expect("read_inbox");
+    assert_eq!(
+        third_inbox.len(),
+        1,
+        "applied entries do not move; only the handed-on signal waits: {third_inbox:?}"
     );
+    // A signal sent now is numbered after the handed-on one.
+    store
+        .signal(&id, "extend", payload(3))
+        .await
+        .expect("a signal to the third run");
+    let third_inbox = store.read_inbox(runs[0].key).await.expect("read_inbox");
+    assert_eq!(third_inbox.len(), 2);
+    assert!(third_inbox[0].id < third_inbox[1].id);
 }
 
 /// A continuing commit is fenced like any other (a stale fence, a stale position, a run

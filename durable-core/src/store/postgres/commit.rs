@@ -198,6 +198,15 @@ impl PostgresStore {
             Some(next) => Some(db.encode(&next.started())?),
             None => None,
         };
+        // The signals the code had not taken: the new run's first inbox entries, numbered
+        // after the old run's last inbox id; what waits in the old inbox follows them.
+        let mut handed_on = Vec::new();
+        if let Some(next) = &continuation {
+            for (i, kind) in (1_i64..).zip(next.carried()) {
+                handed_on.push((i, db.encode(&kind)?));
+            }
+        }
+        let handed_on_count = i64::try_from(handed_on.len()).unwrap_or(i64::MAX);
         let carried: Vec<&str> = crate::store::continuation::CARRIED_INBOX_KINDS.to_vec();
         let mut continue_stmts = Vec::new();
         if continuation.is_some() {
@@ -215,8 +224,20 @@ impl PostgresStore {
                 ),
                 "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)
                  VALUES ($1, currval('run_keys'), 1, $2, 'RunStarted', NULL, $3)",
-                "UPDATE inbox SET run_key = currval('run_keys')
-                 WHERE namespace = $1 AND run_key = $2 AND kind = ANY($3)",
+                concat!(
+                    "INSERT INTO inbox (namespace, run_key, inbox_id, time_ms, kind, body)
+                     SELECT namespace, currval('run_keys'), inbox_seq + $3, ",
+                    now_ms!(),
+                    ", 'SignalReceived', $4 FROM runs WHERE namespace = $1 AND run_key = $2"
+                ),
+                "INSERT INTO inbox (namespace, run_key, inbox_id, time_ms, kind, body)
+                 SELECT i.namespace, currval('run_keys'),
+                 r.inbox_seq + $3 + row_number() OVER (ORDER BY i.inbox_id), i.time_ms, i.kind, i.body
+                 FROM inbox i JOIN runs r ON r.namespace = i.namespace AND r.run_key = i.run_key
+                 WHERE i.namespace = $1 AND i.run_key = $2 AND i.kind = ANY($4)",
+                "UPDATE runs SET inbox_seq = inbox_seq + $3
+                 + (SELECT count(*) FROM inbox WHERE namespace = $1 AND run_key = $2 AND kind = ANY($4))
+                 WHERE namespace = $1 AND run_key = currval('run_keys')",
             ] {
                 continue_stmts.push(db.prepare(&tx, sql).await?);
             }
@@ -275,8 +296,11 @@ impl PostgresStore {
         match &status {
             None => calls.push((&update_run, vec![ns, &key, &last_id, &c.keep_lease])),
             Some(status) => {
-                if let (Some(next), Some(body), [insert_run, insert_started, move_inbox]) =
-                    (&continuation, &next_started, continue_stmts.as_slice())
+                if let (
+                    Some(next),
+                    Some(body),
+                    [insert_run, insert_started, hand_on, move_inbox, count_inbox],
+                ) = (&continuation, &next_started, continue_stmts.as_slice())
                 {
                     // The signals left move to the new run before the inbox is cleared.
                     calls.push((
@@ -284,7 +308,11 @@ impl PostgresStore {
                         vec![ns, &key, &next.run_id.0, &next.workflow, &published],
                     ));
                     calls.push((insert_started, vec![ns, &next.time_ms, body]));
-                    calls.push((move_inbox, vec![ns, &key, &carried]));
+                    for (i, signal) in &handed_on {
+                        calls.push((hand_on, vec![ns, &key, i, signal]));
+                    }
+                    calls.push((move_inbox, vec![ns, &key, &handed_on_count, &carried]));
+                    calls.push((count_inbox, vec![ns, &key, &handed_on_count, &carried]));
                 } else {
                     // After the consumed entries are deleted: the signals left are ones
                     // the run has not seen (the run's row lock keeps new ones out until

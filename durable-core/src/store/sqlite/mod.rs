@@ -451,8 +451,8 @@ impl Shared {
 
 /// Starts the run a committing run continues as, inside the commit's transaction: the
 /// next run of the same workflow id (the latest from now on), with the old run's
-/// execution deadline and published status, and the signals and cancel requests waiting
-/// in the old run's inbox.
+/// execution deadline and published status, the signals the old run's code had not
+/// taken, and the signals and cancel requests waiting in the old run's inbox.
 fn continue_as_new(
     shared: &Shared,
     conn: &Connection,
@@ -471,11 +471,31 @@ fn continue_as_new(
     .map_err(sql_err)?;
     let key = conn.last_insert_rowid();
     shared.append(conn, key, 0, &[(next.time_ms, next.started())])?;
-    let [signal, cancel] = super::continuation::CARRIED_INBOX_KINDS;
-    conn.prepare_cached("UPDATE inbox SET run_key = ?2 WHERE run_key = ?1 AND kind IN (?3, ?4)")
+    // The signals the code had not taken come first, then what waited in the inbox,
+    // re-inserted so the new run's inbox ids keep that order.
+    for kind in next.carried() {
+        conn.prepare_cached(
+            "INSERT INTO inbox (run_key, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4)",
+        )
         .map_err(sql_err)?
-        .execute(params![old, key, signal, cancel])
+        .execute(params![
+            key,
+            next.time_ms,
+            kind.name(),
+            shared.encode(&kind)?
+        ])
         .map_err(sql_err)?;
+    }
+    let [signal, cancel] = super::continuation::CARRIED_INBOX_KINDS;
+    conn.prepare_cached(
+        "INSERT INTO inbox (run_key, time_ms, kind, body)
+         SELECT ?2, time_ms, kind, body FROM inbox WHERE run_key = ?1 AND kind IN (?3, ?4)
+         ORDER BY inbox_id",
+    )
+    .map_err(sql_err)?
+    .execute(params![old, key, signal, cancel])
+    .map_err(sql_err)?;
+    // The old run's entries go with the rest of its inbox, when the commit finishes it.
     Ok(())
 }
 

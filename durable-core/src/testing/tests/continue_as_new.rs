@@ -145,3 +145,49 @@ fn continuing_as_an_unregistered_workflow_is_an_error() {
         other => panic!("expected UnknownWorkflow, got {other:?}"),
     }
 }
+
+/// Each run sleeps an hour and then takes at most one `add`, so signals pile up: the
+/// ones a run did not take are handed on, and every one is counted once.
+struct Slow;
+impl Workflow for Slow {
+    type Input = (u32, u64);
+    type Output = u64;
+    const NAME: &'static str = "slow";
+    fn run(
+        ctx: WorkflowContext,
+        (run, sum): (u32, u64),
+    ) -> LocalBoxFuture<'static, Result<u64, WorkflowError>> {
+        Box::pin(async move {
+            ctx.sleep(HOUR).await;
+            let added: Option<u64> = ctx.signal_timeout("add", Duration::from_secs(60)).await?;
+            match added {
+                Some(v) => ctx.continue_as_new::<Slow>((run + 1, sum + v)).await,
+                None => Ok(sum),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn signals_a_run_did_not_take_reach_the_next_runs() -> TestResult {
+    let mut env = TestEnv::new(Registry::new().workflow::<Slow>());
+    for v in 1..=5u64 {
+        env.signal_after(Duration::from_secs(v), "add", &v)?;
+    }
+    env.start::<Slow>(&(1, 0))?;
+    assert_eq!(env.run_to_completion::<Slow>().await??, 15);
+    let handed_on: Vec<usize> = env
+        .continued_histories()
+        .iter()
+        .map(|h| match h.last().map(|e| &e.kind) {
+            Some(EventKind::RunContinuedAsNew { signals, .. }) => signals.len(),
+            _ => usize::MAX,
+        })
+        .collect();
+    assert_eq!(
+        handed_on,
+        [4, 3, 2, 1, 0],
+        "each run takes one and hands on the rest"
+    );
+    Ok(())
+}
