@@ -253,7 +253,8 @@ impl Client {
     }
 
     /// Waits until the latest run of `id` finishes (or `timeout` passes) and returns its
-    /// encoded output.
+    /// encoded output. A run that continues as new is not the end: the wait follows the
+    /// chain of runs to the one that completes or fails.
     ///
     /// # Errors
     ///
