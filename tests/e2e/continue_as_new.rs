@@ -8,6 +8,7 @@ use crate::workflows::{Running, open};
 use durable::prelude::*;
 use durable::store::{RunFilter, RunInfo, RunStatus, SharedStore};
 use durable::{EventId, EventKind, Replayer};
+use futures::FutureExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -100,7 +101,50 @@ fn credits_applied(chain: &[(RunInfo, Vec<durable::Event>)]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_sent_while_runs_switch_are_each_applied_once() {
     let dir = temp_dir();
-    let store = open(&dir.path().join("sub.db"));
+    credits_while_runs_switch(open(&dir.path().join("sub.db"))).await;
+}
+
+/// The same on PostgreSQL, in a schema of its own (dropped after); skipped, saying why,
+/// without `DURABLE_TEST_DATABASE_URL`.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_sent_while_runs_switch_are_each_applied_once_on_postgres() {
+    let Ok(url) = std::env::var("DURABLE_TEST_DATABASE_URL") else {
+        println!(
+            "skipping the PostgreSQL continue-as-new test: DURABLE_TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let schema = format!("can_{}", durable::RunId::generate().0.replace('-', "_"));
+    let options = durable::PostgresOptions {
+        schema: Some(schema.clone()),
+        ..durable::PostgresOptions::default()
+    };
+    let store = match durable::PostgresStore::connect(&url, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipping the PostgreSQL continue-as-new test: {e}");
+            return;
+        }
+    };
+    let outcome =
+        std::panic::AssertUnwindSafe(credits_while_runs_switch(std::sync::Arc::new(store)))
+            .catch_unwind()
+            .await;
+    if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        let driver = tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+        drop(client);
+        let _ = driver.await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn credits_while_runs_switch(store: SharedStore) {
     let worker = Running::start(store.clone(), subscription_example::registry());
     let client = Client::new(store.clone());
     let id = WorkflowId::from("sub-signals");
@@ -222,8 +266,8 @@ fn spawn_worker(db: &Path, log: &Path) -> ChildGuard {
 
 /// Worker processes are SIGKILLed three times while a subscription continues as new every
 /// two periods: the next worker takes over, every period is billed once (one recorded
-/// charge per period, across the chain), credits sent through the CLI meanwhile are
-/// applied once, and `result --wait` prints the last run's summary. Then the CLI shows
+/// charge per period, across the chain), credits sent through the CLI all along from
+/// another thread are applied once, and `result --wait` prints the last run's summary. Then the CLI shows
 /// the chain: `list --id`, `status` (continued from/as), `history --run`, and clear errors
 /// for a run id that is not there.
 #[test]
@@ -245,6 +289,37 @@ fn workers_killed_across_switches_bill_every_period_once() {
     )
     .run();
     assert_eq!(out.ok().trim(), "sub-kill");
+    // Credits through the CLI all along, from another thread; a credit refused because
+    // the subscription had ended by then is not counted.
+    let sender = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            for cents in 1..=25u64 {
+                let out = sub_cli(
+                    &db,
+                    &[
+                        "signal",
+                        "sub-kill",
+                        "credit",
+                        "--payload",
+                        &cents.to_string(),
+                    ],
+                )
+                .run();
+                match out.code {
+                    Some(0) => accepted += cents,
+                    _ => assert!(
+                        out.stderr.contains("finished"),
+                        "a credit was refused for another reason: {}",
+                        out.stderr
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            accepted
+        })
+    };
     let mut credits = 0u64;
     for kill in 0..3 {
         let mut w = spawn_worker(&db, &log);
@@ -280,6 +355,7 @@ fn workers_killed_across_switches_bill_every_period_once() {
         w.kill();
     }
     let _last = spawn_worker(&db, &log);
+    credits += sender.join().expect("the credit sender");
     let out = sub_cli(&db, &["result", "sub-kill", "--wait", "--timeout", "60"])
         .timeout(Duration::from_secs(90))
         .run();
@@ -288,7 +364,11 @@ fn workers_killed_across_switches_bill_every_period_once() {
     assert_eq!(summary.periods_billed, 16, "{summary:?}");
     assert_eq!(summary.runs, 8, "two periods per run");
     assert_eq!(summary.credits_received, credits);
-    assert_eq!(summary.cents_billed, 16 * 500 - credits);
+    assert_eq!(
+        summary.cents_billed + (credits - summary.credit_left),
+        16 * 500,
+        "the credits used came off the bills"
+    );
 
     // The store's view: a linked chain, each period charged once.
     let store = open(&db);
@@ -320,7 +400,11 @@ fn workers_killed_across_switches_bill_every_period_once() {
         (1..=16).map(|p| (p, 1)).collect::<BTreeMap<_, _>>(),
         "every period recorded as charged exactly once"
     );
-    assert_eq!(credits_applied(&runs), [10, 20, 30]);
+    assert_eq!(
+        credits_applied(&runs).iter().sum::<u64>(),
+        credits,
+        "every accepted credit recorded once"
+    );
 
     // The CLI shows the chain.
     let listed = listed_runs(&db, "sub-kill");
