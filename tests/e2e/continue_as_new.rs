@@ -493,3 +493,80 @@ fn workers_killed_across_switches_bill_every_period_once() {
         .run()
         .expect_one_error_line(2, "sub-kill");
 }
+
+#[workflow]
+async fn hands_over(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    ctx.continue_as_new::<takes_over>(n * 2).await?;
+    unreachable!("continue_as_new never resolves to Ok")
+}
+
+#[workflow]
+async fn takes_over(_ctx: WorkflowContext, n: u32) -> Result<String, WorkflowError> {
+    Ok(format!("took over with {n}"))
+}
+
+/// A run may continue as another workflow. A worker that does not have that workflow
+/// suspends the run with the reason instead of starting a run nobody can activate; once
+/// a worker that has it retries the run, the chain ends with the other workflow's
+/// output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuing_as_another_workflow_needs_it_registered() {
+    let dir = temp_dir();
+    let store = open(&dir.path().join("other.db"));
+    let client = Client::new(store.clone());
+    let id = WorkflowId::from("hand-over");
+    client
+        .start::<hands_over>("hand-over", &21)
+        .await
+        .expect("start");
+    let partial = Running::start(store.clone(), Registry::new().workflow::<hands_over>());
+    wait_until_async(Duration::from_secs(20), "the run to be suspended", || {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .status(&id)
+                .await
+                .is_ok_and(|r| r.status == RunStatus::Suspended)
+        }
+    })
+    .await;
+    let info = client.status(&id).await.expect("status");
+    assert!(
+        info.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("\"takes_over\" is not registered")),
+        "{info:?}"
+    );
+    assert_eq!(
+        chain(&store, "hand-over").await.len(),
+        1,
+        "no run was started"
+    );
+    partial.stop().await;
+
+    let full = Running::start(
+        store.clone(),
+        Registry::new()
+            .workflow::<hands_over>()
+            .workflow::<takes_over>(),
+    );
+    store.resume(&id).await.expect("retry the suspended run");
+    let out = client
+        .result::<takes_over>("hand-over", Some(Duration::from_secs(20)))
+        .await
+        .expect("the chain ends with takes_over's output");
+    assert_eq!(out, "took over with 42");
+    let runs = chain(&store, "hand-over").await;
+    assert_eq!(
+        runs.iter()
+            .map(|(r, _)| (r.workflow.as_str(), r.status))
+            .collect::<Vec<_>>(),
+        [
+            ("hands_over", RunStatus::Continued),
+            ("takes_over", RunStatus::Completed)
+        ]
+    );
+    assert_linked(&runs);
+    full.stop().await;
+}

@@ -10,6 +10,9 @@
 //!   the events that explain it.
 //! - Due times and lease expiry are judged by the store's clock.
 //! - Every query is scoped by the store handle's namespace.
+//! - A commit that continues a run as new ends it and starts the next run of its
+//!   workflow id in the same transaction (see [`Commit::finish`]): the workflow id always
+//!   has exactly one latest run, and nothing sent to it falls between the two.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

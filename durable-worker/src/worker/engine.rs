@@ -192,6 +192,16 @@ fn activate(
             ),
         });
     }
+    // A run that continues as a workflow this binary does not know would start a run
+    // no worker of this build can activate: stop here, and the run is suspended with
+    // the reason until a build that has it retries it.
+    if let Some((_, EventKind::RunContinuedAsNew { workflow, .. })) = out.last()
+        && registry.find_workflow(workflow).is_none()
+    {
+        return Err(ReplayError::UnknownWorkflow {
+            name: workflow.clone(),
+        });
+    }
     let finished = out.iter().rev().find_map(|(_, k)| match k {
         EventKind::RunCompleted { .. } => Some(durable_core::store::RunStatus::Completed),
         EventKind::RunFailed { .. } => Some(durable_core::store::RunStatus::Failed),
