@@ -14,6 +14,10 @@
 //! - An *activation* applies one inbound event and polls the code until it can make no
 //!   more progress; its commands are appended in the same transaction.
 //! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//! - A workflow id can go through several runs: `reset` starts one from a cut of the
+//!   history, and [`WorkflowContext::continue_as_new`] ends a run so that a fresh one
+//!   (new input, empty history) carries on. Signals, cancels, status and results always
+//!   address the latest run.
 //!
 //! # Determinism
 //!
