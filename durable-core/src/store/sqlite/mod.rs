@@ -459,7 +459,8 @@ fn continue_as_new(
     old: i64,
     next: &super::continuation::Continuation<'_>,
 ) -> Result<(), StoreError> {
-    let now = clock::host_now_ms();
+    // Like a started run's (`start_run`, `reset_run`).
+    let now = clock::now_ms();
     conn.prepare_cached(
         "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
          last_event_id, ready, execution_timeout_ms, deadline_ms, published_status)
