@@ -61,6 +61,14 @@
 //! (so it never affects replay); [`Client::query_status`] and the CLI's `query <id>` and
 //! `status <id>` read the latest value.
 //!
+//! # Continue-as-new
+//!
+//! A workflow that loops forever ends each run with
+//! [`WorkflowContext::continue_as_new`]: the store starts the next run of the same
+//! workflow id with the given input and an empty history, in the same transaction, and
+//! hands it the signals the old run had not taken. [`Client::result`] follows the chain
+//! to the last run's output; the CLI's `list --id ID` shows every run of the chain.
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
@@ -68,11 +76,12 @@
 //!   `--database-url` in the CLI.
 
 pub use durable_core::{
-    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
-    EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,
-    Registry, ReplayError, ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy,
-    RunId, RunIdentity, Saga, SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext,
-    WorkflowError, WorkflowId, clock, divergence_report, error, store,
+    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq,
+    ContinueAsNew, ContinuedAsNew, Event, EventId, EventKind, FailedCompensation, HistoryFile,
+    Payload, PayloadCodec, PayloadError, Registry, ReplayError, ReplayFileError, ReplayOutcome,
+    ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga, SagaError, Secret, SignalWait,
+    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, divergence_report, error,
+    store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};

@@ -1,7 +1,7 @@
 //! Events: the vocabulary of a run's history.
 
 use crate::error::{ActivityError, CommandSummary, WorkflowError};
-use crate::ids::{CommandSeq, EventId};
+use crate::ids::{CommandSeq, EventId, RunId};
 use crate::payload::Payload;
 use crate::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,23 @@ pub enum EventKind {
         /// The error.
         error: WorkflowError,
     },
+    /// The code ended the run with `ctx.continue_as_new(..)`: the run is over (status
+    /// `continued`), and the store started, in the same transaction, the run `run_id` of
+    /// the same workflow id with this workflow and input and an empty history.
+    RunContinuedAsNew {
+        /// The workflow of the new run (usually the same).
+        workflow: String,
+        /// The encoded input of the new run.
+        input: Payload,
+        /// The seed of the new run's random source.
+        seed: u64,
+        /// The new run's id.
+        run_id: RunId,
+        /// Signals this run received that the code had not taken when it continued, by
+        /// name in arrival order: they are delivered to the new run first.
+        #[serde(default)]
+        signals: Vec<(String, Payload)>,
+    },
 }
 
 impl EventKind {
@@ -154,6 +171,7 @@ impl EventKind {
             EventKind::RunTimedOut { .. } => "RunTimedOut",
             EventKind::RunCompleted { .. } => "RunCompleted",
             EventKind::RunFailed { .. } => "RunFailed",
+            EventKind::RunContinuedAsNew { .. } => "RunContinuedAsNew",
         }
     }
 
@@ -200,7 +218,9 @@ impl EventKind {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            EventKind::RunCompleted { .. } | EventKind::RunFailed { .. }
+            EventKind::RunCompleted { .. }
+                | EventKind::RunFailed { .. }
+                | EventKind::RunContinuedAsNew { .. }
         )
     }
 
@@ -216,6 +236,9 @@ impl EventKind {
             EventKind::RunTimedOut { timeout_ms } => Some(format!("{timeout_ms}ms")),
             EventKind::ActivityFailed { error, .. } => Some(error.kind().to_owned()),
             EventKind::RunFailed { error } => Some(error.kind().to_owned()),
+            EventKind::RunContinuedAsNew {
+                workflow, run_id, ..
+            } => Some(format!("{workflow} as run {run_id}")),
             _ => None,
         }
     }

@@ -14,6 +14,10 @@
 //! - An *activation* applies one inbound event and polls the code until it can make no
 //!   more progress; its commands are appended in the same transaction.
 //! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//! - A workflow id can go through several runs: `reset` starts one from a cut of the
+//!   history, and [`WorkflowContext::continue_as_new`] ends a run so that a fresh one
+//!   (new input, empty history) carries on. Signals, cancels, status and results always
+//!   address the latest run.
 //!
 //! # Determinism
 //!
@@ -49,11 +53,12 @@ pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
+pub use context::continue_as_new::ContinueAsNew;
 pub use context::saga::{FailedCompensation, Saga, SagaError};
 pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
 pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
 pub use event::{ActivityOptions, Event, EventKind};
-pub use executor::{RunIdentity, RunMachine};
+pub use executor::{ContinuedAsNew, RunIdentity, RunMachine};
 pub use history::HistoryFile;
 pub use ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 pub use payload::{Payload, PayloadCodec, PayloadError};

@@ -314,4 +314,6 @@ conformance_tests!(
     attempts_past_their_heartbeat_timeout_are_retried,
     runs_past_their_execution_timeout_are_ended,
     published_status_is_written_by_commits,
+    continue_as_new_starts_the_next_run_atomically,
+    continue_as_new_commits_are_checked,
 );

@@ -229,7 +229,9 @@ impl Client {
     pub async fn outcome(&self, id: &WorkflowId) -> Result<RunOutcome, ClientError> {
         let info = self.status(id).await?;
         match info.status {
-            RunStatus::Running => Ok(RunOutcome::Running),
+            // A continued run is never the latest (its successor starts in the same
+            // transaction); should one be read all the same, the chain is still going.
+            RunStatus::Running | RunStatus::Continued => Ok(RunOutcome::Running),
             RunStatus::Suspended => Ok(RunOutcome::Suspended(info.reason.unwrap_or_default())),
             RunStatus::Completed | RunStatus::Failed => {
                 let last = self
@@ -251,7 +253,8 @@ impl Client {
     }
 
     /// Waits until the latest run of `id` finishes (or `timeout` passes) and returns its
-    /// encoded output.
+    /// encoded output. A run that continues as new is not the end: the wait follows the
+    /// chain of runs to the one that completes or fails.
     ///
     /// # Errors
     ///

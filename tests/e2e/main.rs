@@ -1,6 +1,7 @@
 //! End-to-end tests: real SQLite files, real worker processes, the example binaries.
 
 mod cli;
+mod continue_as_new;
 mod crash;
 mod debugging;
 mod heartbeat;
@@ -19,3 +20,6 @@ mod approval_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/subscription.rs"]
+mod subscription_example;

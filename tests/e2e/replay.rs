@@ -4,6 +4,7 @@
 
 use crate::approval_example;
 use crate::order_example;
+use crate::subscription_example;
 
 use durable::prelude::*;
 use durable::store::{RunStatus, SharedStore};
@@ -20,7 +21,9 @@ fn histories_dir() -> PathBuf {
 }
 
 fn all_examples() -> Registry {
-    order_example::registry().merge(approval_example::registry())
+    order_example::registry()
+        .merge(approval_example::registry())
+        .merge(subscription_example::registry())
 }
 
 #[test]
@@ -564,4 +567,56 @@ fn a_saved_execution_timeout_replays_to_its_recorded_failure() {
         }
         other => panic!("expected the recorded failure, got {other:?}"),
     }
+}
+
+/// The saved run that continued as new replays to its recorded continue (the next run's
+/// input, and the signals handed on, as recorded); the same history with another input
+/// to continue with is a `DifferentOutcome` divergence at the last event, with a report.
+#[test]
+fn a_saved_continue_as_new_replays_and_a_changed_input_diverges() {
+    let path = histories_dir().join("subscription-continued.json");
+    let replayer = Replayer::new(all_examples());
+    let report = replayer.replay_file(&path).expect("the fixture replays");
+    let next = match report.outcome {
+        durable::ReplayOutcome::ContinuedAsNew(next) => next,
+        other => panic!("expected the recorded continue, got {other:?}"),
+    };
+    let input: subscription_example::Subscription = next.input.decode().expect("decodes");
+    assert_eq!(input.so_far.periods_billed, 2);
+    assert_eq!(input.so_far.runs, 1);
+
+    let mut file = HistoryFile::read(&path).expect("fixture parses");
+    let last = file.events.last_mut().expect("events");
+    let EventKind::RunContinuedAsNew { input, .. } = &mut last.kind else {
+        panic!(
+            "the fixture ends with RunContinuedAsNew, not {:?}",
+            last.kind
+        );
+    };
+    let mut changed: subscription_example::Subscription = input.decode().expect("decodes");
+    changed.so_far.periods_billed = 99;
+    *input = durable::Payload::encode(&changed).expect("encodes");
+    let identity = durable::RunIdentity {
+        workflow_id: file.workflow_id.clone(),
+        run_id: file.run_id.clone(),
+    };
+    let err = replayer
+        .replay(identity, &file.events)
+        .expect_err("a different input to continue with diverges");
+    match &err {
+        ReplayError::DifferentOutcome {
+            event,
+            recorded,
+            code,
+        } => {
+            assert_eq!(event.0, 17);
+            assert!(recorded.starts_with("continued as new"), "{recorded}");
+            assert!(code.starts_with("continued as new"), "{code}");
+            assert_ne!(recorded, code);
+        }
+        other => panic!("expected DifferentOutcome, got {other:?}"),
+    }
+    let report = durable::divergence_report(&file.events, &err);
+    assert!(report.contains("-    17  RunContinuedAsNew"), "{report}");
+    assert!(report.contains("(the code continued as new"), "{report}");
 }

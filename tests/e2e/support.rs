@@ -84,10 +84,15 @@ fn is_stale(bin: &Path, test_exe: &Path) -> bool {
 }
 
 fn build_example(profile_dir: &Path, bin: &Path) {
+    build_named_example(profile_dir, bin, "order");
+}
+
+/// `cargo build --example <name>` for the profile of `profile_dir`.
+fn build_named_example(profile_dir: &Path, bin: &Path, name: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_dir())
-        .args(["build", "--example", "order"]);
+        .args(["build", "--example", name]);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
@@ -97,19 +102,60 @@ fn build_example(profile_dir: &Path, bin: &Path) {
             cmd.args(["--profile", other]);
         }
     }
-    let out = run_with_deadline(cmd, Duration::from_secs(900), "cargo build --example order");
+    let what = format!("cargo build --example {name}");
+    let out = run_with_deadline(cmd, Duration::from_secs(900), &what);
     if out.code != Some(0) {
         // A half-edited workspace may not build; an existing binary still lets the tests run.
         assert!(
             bin.is_file(),
-            "`cargo build --example order` failed ({:?}):\n{}",
+            "`{what}` failed ({:?}):\n{}",
             out.code,
             out.stderr
         );
         eprintln!(
-            "warning: `cargo build --example order` failed; testing the existing {}",
+            "warning: `{what}` failed; testing the existing {}",
             bin.display()
         );
+    }
+}
+
+/// The subscription example binary, found (and built when missing or stale) like
+/// [`order_bin`].
+pub(crate) fn subscription_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary knows its own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary sits in target/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir
+            .join("examples")
+            .join(format!("subscription{}", std::env::consts::EXE_SUFFIX));
+        if is_stale(&bin, &exe) {
+            build_named_example(&profile_dir, &bin, "subscription");
+        }
+        assert!(
+            bin.is_file(),
+            "the subscription example is missing at {}",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// `subscription --db <db> <args...>`.
+pub(crate) fn subscription(db: &Path, args: &[&str]) -> OrderCmd {
+    let mut cmd = Command::new(subscription_bin());
+    for var in DURABLE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.arg("--db").arg(db).args(args);
+    OrderCmd {
+        cmd,
+        what: format!("subscription --db {} {}", db.display(), args.join(" ")),
+        timeout: QUICK,
     }
 }
 

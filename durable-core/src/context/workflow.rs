@@ -1,12 +1,13 @@
 //! [`WorkflowContext`]: everything workflow code may do that the history records.
 
 use crate::command::Command;
+use crate::context::continue_as_new::ContinueAsNew;
 use crate::error::{ActivityError, KIND_PAYLOAD, WorkflowError};
 use crate::event::ActivityOptions;
 use crate::executor::state::{Resolution, RunState};
 use crate::ids::{CommandSeq, RunId, WorkflowId};
 use crate::payload::{Payload, PayloadError};
-use crate::registry::Activity;
+use crate::registry::{Activity, Workflow};
 use crate::retry::RetryPolicy;
 use futures::future::{Either, LocalBoxFuture};
 use rand::Rng;
@@ -318,6 +319,43 @@ impl WorkflowContext {
         let payload = Payload::encode(value)?;
         self.state.borrow_mut().published_status = Some(payload);
         Ok(())
+    }
+
+    /// Ends this run and continues the workflow id as a fresh run of `W` (usually the
+    /// same workflow) with `input` and an empty history, so a workflow that loops
+    /// forever (a subscription, a poller) keeps its history short:
+    ///
+    /// ```ignore
+    /// if state.periods_in_this_run == 12 {
+    ///     return ctx.continue_as_new::<subscription>(state.next_run()).await;
+    /// }
+    /// ```
+    ///
+    /// The run ends with a `RunContinuedAsNew` event and the status `continued`, and the
+    /// new run starts in the same transaction as the latest run of the workflow id:
+    /// signals, cancels, `status`, `result` and a second start with the id reach it.
+    /// Signals the old run had not applied yet move to the new run; its pending
+    /// activities and timers are dropped (their results would have nowhere to go), so
+    /// await what must finish first. The new run keeps the old run's execution deadline
+    /// and published status.
+    ///
+    /// The code stops at the poll that reaches this call: the future never resolves to
+    /// `Ok`. It is typed as `W`'s result, so `return ctx.continue_as_new::<W>(..).await`
+    /// type-checks in `W` itself, and `Client::result::<W>` reads the final run of the
+    /// chain as `W`'s output. (To continue as a workflow with another output type, write
+    /// `ctx.continue_as_new::<other>(input).await?;` followed by `unreachable!()`.)
+    ///
+    /// # Determinism
+    ///
+    /// The end is recorded with the workflow and input; replay compares both with what
+    /// the code asks for, and a different input or a different ending (completing
+    /// instead, or the reverse) is a `DifferentOutcome` divergence.
+    ///
+    /// # Errors
+    ///
+    /// Resolves to an error (kind `PayloadError`) only when `input` cannot be encoded.
+    pub fn continue_as_new<W: Workflow>(&self, input: W::Input) -> ContinueAsNew<W::Output> {
+        ContinueAsNew::new(self.state.clone(), W::NAME, Payload::encode(&input))
     }
 }
 

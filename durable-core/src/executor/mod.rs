@@ -50,6 +50,39 @@ pub struct RunIdentity {
     pub run_id: RunId,
 }
 
+/// How the code ended a run with `ctx.continue_as_new(..)`: the run to start next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContinuedAsNew {
+    /// The workflow of the next run.
+    pub workflow: String,
+    /// Its encoded input.
+    pub input: Payload,
+    /// The seed of its random source, derived from this run's seed.
+    pub seed: u64,
+    /// Signals this run received that the code had not taken, for the next run.
+    pub signals: Vec<(String, Payload)>,
+}
+
+impl ContinuedAsNew {
+    /// The event that records this ending, naming the new run's id.
+    pub fn into_event(self, run_id: RunId) -> EventKind {
+        EventKind::RunContinuedAsNew {
+            workflow: self.workflow,
+            input: self.input,
+            seed: self.seed,
+            run_id,
+            signals: self.signals,
+        }
+    }
+
+    fn describe(workflow: &str, input: &Payload) -> String {
+        format!(
+            "continued as new (workflow {workflow:?}, input {})",
+            input.digest()
+        )
+    }
+}
+
 /// One run's workflow future and the bookkeeping that makes it replayable.
 pub struct RunMachine {
     state: Rc<RefCell<RunState>>,
@@ -57,6 +90,8 @@ pub struct RunMachine {
     flag: Arc<WakeFlag>,
     waker: Waker,
     outcome: Option<Result<Payload, WorkflowError>>,
+    /// Set instead of `outcome` when the code continued as new.
+    continued: Option<ContinuedAsNew>,
     outcome_taken: bool,
     last_applied: EventId,
     started: bool,
@@ -159,6 +194,7 @@ impl RunMachine {
             waker: Waker::from(flag.clone()),
             flag,
             outcome: None,
+            continued: None,
             outcome_taken: false,
             last_applied: EventId(0),
             started: false,
@@ -250,7 +286,44 @@ impl RunMachine {
             }
             return Ok(());
         }
+        if let EventKind::RunContinuedAsNew {
+            workflow, input, ..
+        } = kind
+        {
+            let recorded = ContinuedAsNew::describe(workflow, input);
+            let code = match (&self.outcome, &self.continued) {
+                (_, Some(c)) if c.workflow == *workflow && c.input == *input => {
+                    self.outcome_taken = true;
+                    self.finished_at = Some(event.id);
+                    return Ok(());
+                }
+                (_, Some(c)) => ContinuedAsNew::describe(&c.workflow, &c.input),
+                (Some(Ok(_)), None) => "completed".to_owned(),
+                (Some(Err(e)), None) => format!("failed ({e})"),
+                (None, None) => {
+                    return Err(ReplayError::UnfinishedRun {
+                        event: event.id,
+                        recorded,
+                    });
+                }
+            };
+            return Err(ReplayError::DifferentOutcome {
+                event: event.id,
+                recorded,
+                code,
+            });
+        }
         if kind.is_terminal() {
+            if let Some(c) = &self.continued {
+                return Err(ReplayError::DifferentOutcome {
+                    event: event.id,
+                    recorded: match kind {
+                        EventKind::RunFailed { error } => format!("failed ({error})"),
+                        _ => "completed".into(),
+                    },
+                    code: ContinuedAsNew::describe(&c.workflow, &c.input),
+                });
+            }
             return match (&self.outcome, kind) {
                 (None, _) => Err(ReplayError::UnfinishedRun {
                     event: event.id,
@@ -284,7 +357,7 @@ impl RunMachine {
                 }
             };
         }
-        if self.outcome.is_some() {
+        if self.is_finished() {
             // The run's end is recorded in the activation where the code finished, so
             // the recorded run applied this event while still running: it diverged.
             return Err(ReplayError::EarlyFinish {
@@ -343,7 +416,7 @@ impl RunMachine {
         self.poll_until_quiescent()?;
         if let EventKind::CancelRequested { reason } = kind {
             let aware = self.state.borrow().cancel_aware;
-            if self.outcome.is_none() && !aware {
+            if !self.is_finished() && !aware {
                 // The code does not handle cancellation: end the run here. Dropping the
                 // future drops its pending commands; their answers are discarded.
                 self.root = None;
@@ -365,6 +438,26 @@ impl RunMachine {
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| root.as_mut().poll(&mut cx)));
             if let Some(err) = self.state.borrow_mut().error.take() {
                 return Err(err);
+            }
+            let request = self.state.borrow_mut().continue_as_new.take();
+            if let Some((workflow, input)) = request {
+                // The code asked to continue as new: the run ends here, whatever else the
+                // poll did. Dropping the future drops its pending commands, and hands
+                // back to the buffer any signal a dropped wait was given.
+                if let Err(payload) = polled {
+                    return Err(ReplayError::Panicked {
+                        message: panic_message(payload.as_ref()),
+                    });
+                }
+                self.root = None;
+                let mut state = self.state.borrow_mut();
+                self.continued = Some(ContinuedAsNew {
+                    workflow,
+                    input,
+                    seed: state.successor_seed(),
+                    signals: state.take_unconsumed_signals(),
+                });
+                return Ok(());
             }
             match polled {
                 Err(payload) => {
@@ -414,9 +507,26 @@ impl RunMachine {
         Some(out)
     }
 
-    /// The outcome, if the code finished.
+    /// The outcome, if the code finished by returning (not by continuing as new).
     pub fn outcome(&self) -> Option<&Result<Payload, WorkflowError>> {
         self.outcome.as_ref()
+    }
+
+    /// The run to continue as, once, if the code ended the run with
+    /// `ctx.continue_as_new(..)` and history does not record it yet. Record it with
+    /// [`ContinuedAsNew::into_event`] and a fresh run id.
+    pub fn take_continue_as_new(&mut self) -> Option<ContinuedAsNew> {
+        if self.outcome_taken {
+            return None;
+        }
+        let out = self.continued.clone()?;
+        self.outcome_taken = true;
+        Some(out)
+    }
+
+    /// How the code continued as new, if it did.
+    pub fn continued_as_new(&self) -> Option<&ContinuedAsNew> {
+        self.continued.as_ref()
     }
 
     /// The last event applied.
@@ -424,9 +534,9 @@ impl RunMachine {
         self.last_applied
     }
 
-    /// Whether the code has finished.
+    /// Whether the code has finished: returned, or continued as new.
     pub fn is_finished(&self) -> bool {
-        self.outcome.is_some()
+        self.outcome.is_some() || self.continued.is_some()
     }
 
     /// Marks whether events being applied are a replay of recorded history (for

@@ -92,6 +92,9 @@ pub(crate) struct RunState {
     /// The latest value published with `ctx.set_status(..)` and not yet taken by the
     /// engine. Not a command: it is kept out of history, so replay never checks it.
     pub(crate) published_status: Option<Payload>,
+    /// Set when the code awaited `ctx.continue_as_new(..)`: the workflow and input of
+    /// the next run. The machine ends the run after the poll that set it.
+    pub(crate) continue_as_new: Option<(String, Payload)>,
 }
 
 impl RunState {
@@ -116,7 +119,17 @@ impl RunState {
             replaying: false,
             more_history: false,
             published_status: None,
+            continue_as_new: None,
         }
+    }
+
+    /// The seed of the run this one continues as: drawn from a stream of the run's own
+    /// seed that no command number uses, so replay derives the same value.
+    pub(crate) fn successor_seed(&self) -> u64 {
+        use rand::RngCore;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(u64::MAX);
+        rng.next_u64()
     }
 
     fn fail(&mut self, err: ReplayError) {
@@ -339,6 +352,15 @@ impl RunState {
                 .or_default()
                 .push_back(payload),
         }
+    }
+
+    /// Takes the signals delivered to the run that no wait has taken, by name, each
+    /// name's in arrival order (a run that continues as new hands them on).
+    pub(crate) fn take_unconsumed_signals(&mut self) -> Vec<(String, Payload)> {
+        std::mem::take(&mut self.signal_buffer)
+            .into_iter()
+            .flat_map(|(name, queue)| queue.into_iter().map(move |p| (name.clone(), p)))
+            .collect()
     }
 
     pub(crate) fn request_cancel(&mut self, reason: String) {

@@ -354,6 +354,15 @@ impl Live {
             self.machine.apply(&event)?;
             self.history.push(event);
         }
+        if let Some(next) = self.machine.take_continue_as_new() {
+            let event = Event {
+                id: self.next_id(),
+                time_ms,
+                kind: next.into_event(RunId("run-2".into())),
+            };
+            self.machine.apply(&event)?;
+            self.history.push(event);
+        }
         Ok(issued)
     }
 }
@@ -1961,6 +1970,7 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
     }
 }
 
+mod continue_as_new;
 mod saga;
 mod status;
 mod timeout;

@@ -7,7 +7,7 @@
 use crate::command::Command;
 use crate::error::{ReplayError, WorkflowError};
 use crate::event::{Event, EventKind};
-use crate::executor::{RunIdentity, RunMachine};
+use crate::executor::{ContinuedAsNew, RunIdentity, RunMachine};
 use crate::ids::{CommandSeq, EventId};
 use crate::payload::Payload;
 use crate::registry::{ErasedWorkflow, Registry};
@@ -43,6 +43,9 @@ pub enum ReplayOutcome {
     Completed(Payload),
     /// The history records the run's failure and the code failed too.
     Failed(WorkflowError),
+    /// The history records that the run continued as new, and the code asked for the
+    /// same workflow and input.
+    ContinuedAsNew(ContinuedAsNew),
     /// The run is still in flight: the code is waiting on these commands.
     Waiting(Vec<CommandSeq>),
     /// The code would now issue commands (or finish) that history does not hold yet,
@@ -52,6 +55,14 @@ pub enum ReplayOutcome {
         commands: Vec<(CommandSeq, Command)>,
         /// The outcome the code reached, if it finished.
         finished: Option<Result<Payload, WorkflowError>>,
+    },
+    /// The code would now continue as new, which history does not hold yet (after any
+    /// new `commands`).
+    WouldContinueAsNew {
+        /// The new commands.
+        commands: Vec<(CommandSeq, Command)>,
+        /// The run the code continues as.
+        next: ContinuedAsNew,
     },
 }
 
@@ -113,9 +124,22 @@ impl Replayer {
         let terminal = history.last().filter(|e| e.kind.is_terminal());
         let commands = machine.take_commands();
         let finished = machine.take_outcome();
+        let continues = machine.take_continue_as_new();
         let outcome = match (terminal, machine.outcome()) {
             (Some(_), Some(Ok(out))) => ReplayOutcome::Completed(out.clone()),
             (Some(_), Some(Err(e))) => ReplayOutcome::Failed(e.clone()),
+            (Some(_), None) if machine.continued_as_new().is_some() => {
+                ReplayOutcome::ContinuedAsNew(
+                    machine
+                        .continued_as_new()
+                        .cloned()
+                        .expect("checked just above"),
+                )
+            }
+            (None, _) if continues.is_some() => ReplayOutcome::WouldContinueAsNew {
+                commands,
+                next: continues.expect("checked just above"),
+            },
             _ if !commands.is_empty() || finished.is_some() => {
                 ReplayOutcome::WouldContinue { commands, finished }
             }

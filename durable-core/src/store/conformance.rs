@@ -39,10 +39,14 @@ use crate::payload::Payload;
 use futures::future::{BoxFuture, join_all};
 use std::time::Duration;
 
+mod continue_as_new;
 mod deadlines;
 mod heartbeats;
 mod status;
 
+pub use continue_as_new::{
+    continue_as_new_commits_are_checked, continue_as_new_starts_the_next_run_atomically,
+};
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
@@ -73,6 +77,8 @@ pub const CHECKS: &[&str] = &[
     "attempts_past_their_heartbeat_timeout_are_retried",
     "runs_past_their_execution_timeout_are_ended",
     "published_status_is_written_by_commits",
+    "continue_as_new_starts_the_next_run_atomically",
+    "continue_as_new_commits_are_checked",
 ];
 
 /// Runs every check in turn on one database.
@@ -130,6 +136,12 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "published_status_is_written_by_commits" => {
             status::published_status_is_written_by_commits(open).await
+        }
+        "continue_as_new_starts_the_next_run_atomically" => {
+            continue_as_new::continue_as_new_starts_the_next_run_atomically(open).await
+        }
+        "continue_as_new_commits_are_checked" => {
+            continue_as_new::continue_as_new_commits_are_checked(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

@@ -10,9 +10,14 @@
 //!   the events that explain it.
 //! - Due times and lease expiry are judged by the store's clock.
 //! - Every query is scoped by the store handle's namespace.
+//! - A commit that continues a run as new ends it and starts the next run of its
+//!   workflow id in the same transaction (see [`Commit::finish`]): the workflow id always
+//!   has exactly one latest run, and nothing sent to it falls between the two.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod continuation;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -44,6 +49,9 @@ pub enum RunStatus {
     Failed,
     /// Stopped by an activation failure (a panic, non-determinism); `retry` resumes it.
     Suspended,
+    /// Ended by `ctx.continue_as_new(..)`: a newer run of the same workflow id carries
+    /// on (its id is in this run's last event, `RunContinuedAsNew`).
+    Continued,
 }
 
 impl RunStatus {
@@ -54,6 +62,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Suspended => "suspended",
+            RunStatus::Continued => "continued",
         }
     }
 
@@ -64,13 +73,18 @@ impl RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "suspended" => RunStatus::Suspended,
+            "continued" => RunStatus::Continued,
             _ => return None,
         })
     }
 
-    /// True for completed and failed runs.
+    /// True for completed and failed runs, and runs that continued as new (the run is
+    /// over; its workflow id goes on in the next run).
     pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Continued
+        )
     }
 }
 
@@ -167,6 +181,9 @@ pub struct RunFilter {
     pub updated_before_ms: Option<i64>,
     /// Only runs created at or after this time (ms since the epoch).
     pub created_after_ms: Option<i64>,
+    /// Only runs of this workflow id: the runs it went through (resets,
+    /// continue-as-new), newest first.
+    pub workflow_id: Option<WorkflowId>,
     /// At most this many (newest first); 0 means 1,000.
     pub limit: usize,
 }
@@ -239,6 +256,15 @@ pub struct Commit {
     /// Local timers whose firing is among `events`.
     pub fired_timers: Vec<CommandSeq>,
     /// Set when the run finishes with this commit.
+    ///
+    /// [`RunStatus::Continued`] needs the last of `events` to be a
+    /// [`EventKind::RunContinuedAsNew`] (and that event needs it): the same transaction
+    /// starts the run it names, with its workflow, input and seed, as the latest run of
+    /// the workflow id. Signals and cancel requests waiting in the old run's inbox move
+    /// to the new run (a signal sent during the last activation is not lost); the old
+    /// run's pending activities, timers and other inbox entries are dropped. The new run
+    /// keeps the old run's execution deadline (the timeout spans the chain) and its
+    /// published status until it publishes its own.
     pub finish: Option<RunStatus>,
     /// Keep the lease after the commit (false releases it).
     pub keep_lease: bool,

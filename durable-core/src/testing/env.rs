@@ -29,6 +29,10 @@ use std::time::{Duration, SystemTime};
 /// otherwise. Fixed, so a test sees the same times on every run.
 const DEFAULT_START_MS: i64 = 1_704_067_200_000;
 
+/// How many times a run in a test environment may continue as new: a workflow that
+/// continues at once every time would otherwise loop forever.
+const MAX_CONTINUED_RUNS: usize = 100_000;
+
 /// The seed of the run's random source unless [`TestEnv::seed`] says otherwise.
 const DEFAULT_SEED: u64 = 0x5eed;
 
@@ -154,6 +158,8 @@ pub struct TestEnv {
     timeline: Timeline,
     jitter: ChaCha8Rng,
     run: Option<Run>,
+    /// The histories of the runs that continued as new, oldest first.
+    continued: Vec<Vec<Event>>,
 }
 
 /// The run a [`TestEnv`] drives.
@@ -208,6 +214,7 @@ impl TestEnv {
             timeline: Timeline::default(),
             jitter: ChaCha8Rng::seed_from_u64(DEFAULT_SEED),
             run: None,
+            continued: Vec::new(),
         }
     }
 
@@ -493,6 +500,13 @@ impl TestEnv {
         }
         self.drive(None).await?;
         let run = self.run.as_ref().ok_or(TestEnvError::NotStarted)?;
+        if run.workflow != W::NAME {
+            // The run continued as new as another workflow.
+            return Err(TestEnvError::WrongWorkflow {
+                started: run.workflow.to_owned(),
+                requested: W::NAME.to_owned(),
+            });
+        }
         match run.machine.outcome() {
             Some(Ok(output)) => {
                 output
@@ -576,7 +590,14 @@ impl TestEnv {
         self.run.as_ref().map_or(&[], |r| r.history.as_slice())
     }
 
-    /// The run's identity, once started.
+    /// The histories of the runs that ended with `ctx.continue_as_new(..)`, oldest
+    /// first; [`TestEnv::history`] is the current run's. Each ends with its
+    /// `RunContinuedAsNew` event and replays on its own with [`Replayer::replay`].
+    pub fn continued_histories(&self) -> &[Vec<Event>] {
+        &self.continued
+    }
+
+    /// The run's identity, once started (the current run's, after a continue-as-new).
     pub fn identity(&self) -> Option<&RunIdentity> {
         self.run.as_ref().map(|r| &r.identity)
     }
@@ -595,9 +616,12 @@ impl TestEnv {
             .transpose()
     }
 
-    /// True once the run has finished, completed or failed.
+    /// True once the run has finished, completed or failed (a run that continued as
+    /// new goes on in its successor).
     pub fn is_finished(&self) -> bool {
-        self.run.as_ref().is_some_and(|r| r.machine.is_finished())
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.machine.outcome().is_some())
     }
 
     /// Replays the history recorded so far through the workflow code, as
@@ -619,6 +643,15 @@ impl TestEnv {
             let run = self.run.as_ref().ok_or(TestEnvError::NotStarted)?;
             if run.broken {
                 return Err(TestEnvError::Broken);
+            }
+            if run.machine.continued_as_new().is_some() {
+                if let Err(e) = self.follow_chain() {
+                    if let Some(run) = self.run.as_mut() {
+                        run.broken = true;
+                    }
+                    return Err(e);
+                }
+                continue;
             }
             if run.machine.is_finished() {
                 break;
@@ -765,7 +798,88 @@ impl TestEnv {
             };
             run.append(now, kind, limit)?;
         }
+        if let Some(next) = run.machine.take_continue_as_new() {
+            let run_id = RunId(format!("test-run-{}", self.continued.len() + 2));
+            run.append(now, next.into_event(run_id), limit)?;
+        }
         Ok(())
+    }
+
+    /// While the current run has continued as new, starts the run it continued as.
+    fn follow_chain(&mut self) -> Result<(), TestEnvError> {
+        loop {
+            let run = self.run.as_ref().ok_or(TestEnvError::NotStarted)?;
+            let next = match (run.machine.continued_as_new(), run.history.last()) {
+                (
+                    Some(next),
+                    Some(Event {
+                        kind: EventKind::RunContinuedAsNew { run_id, .. },
+                        ..
+                    }),
+                ) => (next.clone(), run_id.clone()),
+                _ => return Ok(()),
+            };
+            if self.continued.len() >= MAX_CONTINUED_RUNS {
+                return Err(TestEnvError::TooManyRuns {
+                    limit: MAX_CONTINUED_RUNS,
+                });
+            }
+            self.continue_as_new(next.0, next.1)?;
+        }
+    }
+
+    /// Ends the current run (its history moves to [`TestEnv::continued_histories`]) and
+    /// starts the run it continued as, as a store does in the same transaction: the
+    /// signals its code had not taken, the workflow id's signals still to come and its
+    /// published status carry over; its activities and timers are dropped.
+    fn continue_as_new(
+        &mut self,
+        next: crate::executor::ContinuedAsNew,
+        run_id: RunId,
+    ) -> Result<(), TestEnvError> {
+        let workflow = self
+            .activities
+            .registry
+            .find_workflow(&next.workflow)
+            .ok_or_else(|| TestEnvError::UnknownWorkflow {
+                name: next.workflow.clone(),
+            })?
+            .clone();
+        let old = self.run.take().ok_or(TestEnvError::NotStarted)?;
+        self.timeline
+            .retain(|due| matches!(due, Due::Signal { .. } | Due::Cancel { .. }));
+        let identity = RunIdentity {
+            workflow_id: old.identity.workflow_id.clone(),
+            run_id,
+        };
+        let started = Event {
+            id: EventId(1),
+            time_ms: self.now_ms,
+            kind: EventKind::RunStarted {
+                workflow: next.workflow,
+                input: next.input,
+                seed: next.seed,
+            },
+        };
+        let machine = RunMachine::new(workflow.as_ref(), identity.clone(), &started)?;
+        self.continued.push(old.history);
+        self.run = Some(Run {
+            identity,
+            workflow: workflow.name(),
+            machine,
+            history: Vec::new(),
+            activities: BTreeMap::new(),
+            broken: false,
+            published_status: old.published_status,
+        });
+        // The signals the old run's code had not taken arrive first, as the store puts
+        // them at the head of the new run's inbox (and they go on to the next run, like
+        // any signal, should this one continue before they arrive).
+        for (name, payload) in next.signals {
+            self.timeline
+                .push_first(self.now_ms, Due::Signal { name, payload });
+        }
+        self.activate(started.kind)
     }
 
     /// Why a run that is not finished cannot go on.

@@ -32,6 +32,23 @@ pub enum TestEnvError {
         /// The workflow type the caller named.
         requested: String,
     },
+    /// The code continued as new as a workflow the registry does not hold.
+    #[error(
+        "the run continued as new as workflow {name:?}, which is not registered; add it to \
+         the registry given to TestEnv::new"
+    )]
+    UnknownWorkflow {
+        /// The workflow name.
+        name: String,
+    },
+    /// The run continued as new more times than the environment allows.
+    #[error(
+        "the run continued as new {limit} times; a workflow that continues at once every time never ends"
+    )]
+    TooManyRuns {
+        /// The limit.
+        limit: usize,
+    },
     /// The code scheduled an activity that is neither registered nor mocked.
     #[error(
         "activity {name:?} (command {seq}) is neither registered nor mocked; add it to the \

@@ -689,3 +689,5 @@ fn misuse_is_reported() -> TestResult {
     ));
     Ok(())
 }
+
+mod continue_as_new;

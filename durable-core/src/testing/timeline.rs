@@ -21,8 +21,10 @@ pub(crate) enum Due {
 /// a run in a test environment is the same every time it runs.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
-    items: BTreeMap<(i64, u64), Due>,
-    scheduled: u64,
+    items: BTreeMap<(i64, i64), Due>,
+    scheduled: i64,
+    /// Items pushed with [`Timeline::push_first`] so far.
+    first: i64,
 }
 
 impl Timeline {
@@ -31,9 +33,22 @@ impl Timeline {
         self.scheduled += 1;
     }
 
+    /// Pushes an item that comes before everything else due at the same time, after the
+    /// items pushed this way before it.
+    pub(crate) fn push_first(&mut self, at_ms: i64, due: Due) {
+        self.items.insert((at_ms, i64::MIN + self.first), due);
+        self.first += 1;
+    }
+
     /// The time of the next item.
     pub(crate) fn next_at(&self) -> Option<i64> {
         self.items.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Keeps only the items `keep` says yes to (a run that continued as new leaves its
+    /// activities and timers behind).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Due) -> bool) {
+        self.items.retain(|_, due| keep(due));
     }
 
     pub(crate) fn pop(&mut self) -> Option<(i64, Due)> {

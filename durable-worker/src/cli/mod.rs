@@ -168,6 +168,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// An earlier run of the workflow id (one that continued as new or was reset)
+        /// instead of the latest; `list --id ID` shows them.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
     },
     /// Print what a run last published with `ctx.set_status(..)`, as JSON (`null` when
     /// nothing yet).
@@ -177,9 +181,13 @@ enum Command {
     },
     /// List runs, newest first.
     List {
-        /// Only runs with this status (running, completed, failed, suspended).
+        /// Only runs with this status (running, completed, failed, suspended, continued).
         #[arg(long)]
         status: Option<String>,
+        /// Only the runs of this workflow id: the chain of its runs (continue-as-new,
+        /// resets), newest first.
+        #[arg(long, value_name = "WORKFLOW_ID")]
+        id: Option<String>,
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
@@ -206,6 +214,10 @@ enum Command {
         /// Write a portable history file (for `replay --file` and replay tests).
         #[arg(long, value_name = "FILE")]
         export: Option<std::path::PathBuf>,
+        /// An earlier run of the workflow id (one that continued as new or was reset)
+        /// instead of the latest; `list --id ID` shows them.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
     },
     /// Send a signal to a run.
     Signal {
@@ -528,7 +540,9 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             say!("{}", output_json(&registry, &info.workflow, &payload));
             Ok(())
         }
-        Command::Status { id, json } => status(&cli, &registry, id, *json).await,
+        Command::Status { id, json, run } => {
+            status(&cli, &registry, id, *json, run.as_deref()).await
+        }
         Command::Query { id } => {
             let client = Client::new(open_store(&cli, false).await?);
             let published = client.query_status_encoded(&WorkflowId(id.clone())).await?;
@@ -540,6 +554,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         }
         Command::List {
             status,
+            id,
             workflow,
             stuck,
             since,
@@ -551,13 +566,14 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 None => None,
                 Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
                     Failure::error(format!(
-                        "unknown status {s:?}; use running, completed, failed or suspended"
+                        "unknown status {s:?}; use running, completed, failed, suspended or continued"
                     ))
                 })?),
             };
             let mut filter = RunFilter {
                 status,
                 workflow: workflow.clone(),
+                workflow_id: id.clone().map(WorkflowId),
                 limit: *limit,
                 ..RunFilter::default()
             };
@@ -591,11 +607,16 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::History { id, json, export } => {
+        Command::History {
+            id,
+            json,
+            export,
+            run,
+        } => {
             let client = Client::new(open_store(&cli, false).await?);
             let wid = WorkflowId(id.clone());
-            let info = client.status(&wid).await?;
-            let events = client.history(&wid).await?;
+            let info = chosen_run(&client, &wid, run.as_deref()).await?;
+            let events = client.store().read_history(info.key, EventId(0)).await?;
             if let Some(path) = export {
                 let file = HistoryFile::new(info.workflow_id, info.run_id, events);
                 write_new_file(path, &file.to_json())?;
@@ -761,6 +782,12 @@ fn describe(report: &ReplayReport) -> String {
             Some(_) => "would now finish the run".to_owned(),
             None => format!("would now issue {} new command(s)", commands.len()),
         },
+        ReplayOutcome::ContinuedAsNew(next) => {
+            format!("ends continued as new ({}), as recorded", next.workflow)
+        }
+        ReplayOutcome::WouldContinueAsNew { next, .. } => {
+            format!("would now continue as new ({})", next.workflow)
+        }
     };
     format!(
         "{} events of workflow {}, {how}",
@@ -841,10 +868,72 @@ async fn wait_for_stop_signal() {
     }
 }
 
-async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<(), Failure> {
+/// The latest run of `wid`, or its run `run_id` (an earlier one of the chain).
+async fn chosen_run(
+    client: &Client,
+    wid: &WorkflowId,
+    run_id: Option<&str>,
+) -> Result<durable_core::store::RunInfo, Failure> {
+    let Some(run_id) = run_id else {
+        return Ok(client.status(wid).await?);
+    };
+    let runs = client
+        .list(RunFilter {
+            workflow_id: Some(wid.clone()),
+            limit: usize::MAX,
+            ..RunFilter::default()
+        })
+        .await?;
+    if runs.is_empty() {
+        return Err(StoreError::NotFound(wid.clone()).into());
+    }
+    runs.into_iter()
+        .find(|r| r.run_id.as_str() == run_id)
+        .ok_or_else(|| {
+            Failure::error(format!(
+                "workflow id '{wid}' has no run '{run_id}'; `list --id {wid}` shows its runs"
+            ))
+        })
+}
+
+/// How a run is linked to the runs before and after it: the run it continued from (the
+/// one before it, if that one continued as new), and the run it continued as.
+async fn chain_links(
+    client: &Client,
+    info: &durable_core::store::RunInfo,
+    history: &[durable_core::Event],
+) -> Result<(Option<String>, Option<String>), Failure> {
+    let continued_as = match history.last().map(|e| &e.kind) {
+        Some(durable_core::EventKind::RunContinuedAsNew { run_id, .. }) => Some(run_id.0.clone()),
+        _ => None,
+    };
+    let runs = client
+        .list(RunFilter {
+            workflow_id: Some(info.workflow_id.clone()),
+            limit: usize::MAX,
+            ..RunFilter::default()
+        })
+        .await?;
+    // Newest first: the run listed right after this one is the one before it.
+    let before = runs
+        .iter()
+        .skip_while(|r| r.run_id != info.run_id)
+        .nth(1)
+        .filter(|r| r.status == RunStatus::Continued)
+        .map(|r| r.run_id.0.clone());
+    Ok((before, continued_as))
+}
+
+async fn status(
+    cli: &Cli,
+    registry: &Registry,
+    id: &str,
+    json: bool,
+    run: Option<&str>,
+) -> Result<(), Failure> {
     let client = Client::new(open_store(cli, false).await?);
     let wid = WorkflowId(id.to_owned());
-    let info = client.status(&wid).await?;
+    let info = chosen_run(&client, &wid, run).await?;
     let store = client.store();
     let activities = store.pending_activities(info.key).await?;
     let timers = store.pending_timers(info.key).await?;
@@ -854,6 +943,7 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
         .published_status(info.key)
         .await?
         .map(|p| output::payload_json(&p));
+    let (continued_from, continued_as) = chain_links(&client, &info, &history).await?;
     let now = clock::host_now_ms();
     let waiting_signal = waiting_signals(&history);
     let why = if info.status == RunStatus::Suspended {
@@ -861,6 +951,9 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     } else if info.status.is_finished() {
         match history.last().map(|e| &e.kind) {
             Some(durable_core::EventKind::RunFailed { error }) => format!("failed: {error}"),
+            Some(durable_core::EventKind::RunContinuedAsNew {
+                workflow, run_id, ..
+            }) => format!("continued as new: run {run_id} ({workflow}) carries on"),
             _ => "completed".to_owned(),
         }
     } else if let Some(a) = activities
@@ -919,6 +1012,8 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             "waiting_signals": waiting_signal,
             "inbox": inbox.len(),
             "published_status": published,
+            "continued_from": continued_from,
+            "continued_as": continued_as,
         });
         say!("{v}");
         return Ok(());
@@ -927,6 +1022,12 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
     say!("run id:       {}", info.run_id);
     say!("workflow:     {}", info.workflow);
     say!("status:       {}", info.status);
+    if let Some(before) = &continued_from {
+        say!("continued from run {before}");
+    }
+    if let Some(next) = &continued_as {
+        say!("continued as run {next}");
+    }
     say!("created:      {}", clock::format_ms(info.created_at_ms));
     say!("updated:      {}", clock::format_ms(info.updated_at_ms));
     say!("events:       {}", info.last_event_id);

@@ -86,6 +86,16 @@ pub(crate) fn event_json(e: &Event) -> Value {
                 serde_json::to_value(error).unwrap_or(Value::Null),
             );
         }
+        EventKind::RunContinuedAsNew {
+            workflow,
+            input,
+            run_id,
+            ..
+        } => {
+            obj.insert("workflow".into(), json!(workflow));
+            obj.insert("next_run_id".into(), json!(run_id.as_str()));
+            obj.insert("payload".into(), payload_json(input));
+        }
         _ => {}
     }
     v

@@ -21,10 +21,14 @@ use tokio::sync::oneshot;
 pub(crate) struct Activation {
     pub(crate) after: EventId,
     pub(crate) events: Vec<(i64, EventKind)>,
-    pub(crate) finished: Option<bool>,
+    /// How the run ended in this activation, if it did.
+    pub(crate) finished: Option<durable_core::store::RunStatus>,
     /// The latest status the code published (`ctx.set_status`) during the activation,
     /// restore included; `None` when it published none.
     pub(crate) published_status: Option<Payload>,
+    /// How many of the request's inbound events were applied (the rest came after the
+    /// code finished).
+    pub(crate) applied_inbound: usize,
 }
 
 pub(crate) struct ActivateRequest {
@@ -162,10 +166,12 @@ fn activate(
     let now = clock::now_ms();
     // Commands the restore produced (history ended before they were recorded).
     record_commands(machine, now, &mut out, max_payload)?;
+    let mut applied_inbound = 0;
     for (time, kind) in inbound {
         if machine.is_finished() {
             break;
         }
+        applied_inbound += 1;
         let event = Event {
             id: EventId(machine.last_applied().0 + 1),
             time_ms: time,
@@ -186,9 +192,20 @@ fn activate(
             ),
         });
     }
+    // A run that continues as a workflow this binary does not know would start a run
+    // no worker of this build can activate: stop here, and the run is suspended with
+    // the reason until a build that has it retries it.
+    if let Some((_, EventKind::RunContinuedAsNew { workflow, .. })) = out.last()
+        && registry.find_workflow(workflow).is_none()
+    {
+        return Err(ReplayError::UnknownWorkflow {
+            name: workflow.clone(),
+        });
+    }
     let finished = out.iter().rev().find_map(|(_, k)| match k {
-        EventKind::RunCompleted { .. } => Some(true),
-        EventKind::RunFailed { .. } => Some(false),
+        EventKind::RunCompleted { .. } => Some(durable_core::store::RunStatus::Completed),
+        EventKind::RunFailed { .. } => Some(durable_core::store::RunStatus::Failed),
+        EventKind::RunContinuedAsNew { .. } => Some(durable_core::store::RunStatus::Continued),
         _ => None,
     });
     Ok(Activation {
@@ -196,6 +213,7 @@ fn activate(
         events: out,
         finished,
         published_status,
+        applied_inbound,
     })
 }
 
@@ -240,6 +258,24 @@ fn record_commands(
             id: EventId(machine.last_applied().0 + 1),
             time_ms: time,
             kind,
+        };
+        machine.apply(&event)?;
+        out.push((event.time_ms, event.kind));
+    }
+    if let Some(next) = machine.take_continue_as_new() {
+        if next.input.len() > max_payload {
+            return Err(ReplayError::PayloadTooLarge {
+                what: format!("the input to continue as new ({})", next.workflow),
+                size: next.input.len(),
+                limit: max_payload,
+            });
+        }
+        // The new run's id is allocated here, by the engine, like every id the store
+        // is given; replay compares the workflow and input, not the id.
+        let event = Event {
+            id: EventId(machine.last_applied().0 + 1),
+            time_ms: time,
+            kind: next.into_event(durable_core::ids::RunId::generate()),
         };
         machine.apply(&event)?;
         out.push((event.time_ms, event.kind));

@@ -11,7 +11,7 @@ use durable_core::error::{ActivityError, StoreError};
 use durable_core::event::EventKind;
 use durable_core::ids::{CommandSeq, EventId, FencingToken, RunKey};
 use durable_core::payload::Payload;
-use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask, RunStatus};
+use durable_core::store::{AttemptResult, ClaimedRun, Commit, NewActivityTask};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -431,7 +431,7 @@ impl RunActor {
         } else {
             Vec::new()
         };
-        let consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
+        let mut consumed: Vec<i64> = inbox.iter().map(|i| i.id).collect();
         let mut inbound: Vec<(i64, EventKind)> =
             inbox.into_iter().map(|i| (i.time_ms, i.kind)).collect();
         for (_, kind) in &inbound {
@@ -557,13 +557,12 @@ impl RunActor {
                 _ => {}
             }
         }
-        let finish = activation.finished.map(|ok| {
-            if ok {
-                RunStatus::Completed
-            } else {
-                RunStatus::Failed
-            }
-        });
+        let finish = activation.finished;
+        if finish == Some(durable_core::store::RunStatus::Continued) {
+            // Inbox entries the code did not get to (they come first in `inbound`) stay
+            // where they are: the store moves the signals among them to the new run.
+            consumed.truncate(activation.applied_inbound);
+        }
         let commit = Commit {
             key: self.key,
             worker: self.shared.id.clone(),

@@ -14,7 +14,8 @@ impl PostgresStore {
     /// pipeline behind the run's row lock.
     pub(super) async fn commit_activation(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let db = &self.inner;
-        let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        let continuation = crate::store::continuation::continuation(&c)?;
+        let creates_remote_work = c.activities.iter().any(|a| !a.local) || continuation.is_some();
         let key = c.key.0;
         let after = to_i64(c.after.0);
         let lease_ms = span_ms(clock::duration_ms(c.lease));
@@ -191,6 +192,56 @@ impl PostgresStore {
             ),
             None => None,
         };
+        // Continue-as-new: the next run of the workflow id, its first event and the
+        // signals that follow it, all after the old run's row lock.
+        let next_started = match &continuation {
+            Some(next) => Some(db.encode(&next.started())?),
+            None => None,
+        };
+        // The signals the code had not taken: the new run's first inbox entries, numbered
+        // after the old run's last inbox id; what waits in the old inbox follows them.
+        let mut handed_on = Vec::new();
+        if let Some(next) = &continuation {
+            for (i, kind) in (1_i64..).zip(next.carried()) {
+                handed_on.push((i, db.encode(&kind)?));
+            }
+        }
+        let handed_on_count = i64::try_from(handed_on.len()).unwrap_or(i64::MAX);
+        let carried: Vec<&str> = crate::store::continuation::CARRIED_INBOX_KINDS.to_vec();
+        let mut continue_stmts = Vec::new();
+        if continuation.is_some() {
+            for sql in [
+                concat!(
+                    "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
+                     created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms,
+                     deadline_ms, published_status)
+                     SELECT namespace, nextval('run_keys'), workflow_id, run_number + 1, $3, $4, 'running', ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ", 1, TRUE, inbox_seq, execution_timeout_ms, deadline_ms, COALESCE($5, published_status)
+                     FROM runs WHERE namespace = $1 AND run_key = $2"
+                ),
+                "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)
+                 VALUES ($1, currval('run_keys'), 1, $2, 'RunStarted', NULL, $3)",
+                concat!(
+                    "INSERT INTO inbox (namespace, run_key, inbox_id, time_ms, kind, body)
+                     SELECT namespace, currval('run_keys'), inbox_seq + $3, ",
+                    now_ms!(),
+                    ", 'SignalReceived', $4 FROM runs WHERE namespace = $1 AND run_key = $2"
+                ),
+                "INSERT INTO inbox (namespace, run_key, inbox_id, time_ms, kind, body)
+                 SELECT i.namespace, currval('run_keys'),
+                 r.inbox_seq + $3 + row_number() OVER (ORDER BY i.inbox_id), i.time_ms, i.kind, i.body
+                 FROM inbox i JOIN runs r ON r.namespace = i.namespace AND r.run_key = i.run_key
+                 WHERE i.namespace = $1 AND i.run_key = $2 AND i.kind = ANY($4)",
+                "UPDATE runs SET inbox_seq = inbox_seq + $3
+                 + (SELECT count(*) FROM inbox WHERE namespace = $1 AND run_key = $2 AND kind = ANY($4))
+                 WHERE namespace = $1 AND run_key = currval('run_keys')",
+            ] {
+                continue_stmts.push(db.prepare(&tx, sql).await?);
+            }
+        }
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -245,10 +296,30 @@ impl PostgresStore {
         match &status {
             None => calls.push((&update_run, vec![ns, &key, &last_id, &c.keep_lease])),
             Some(status) => {
-                // After the consumed entries are deleted: the signals left are ones the
-                // run has not seen (the run's row lock keeps new ones out until we end).
-                calls.push((&stray_signals, vec![ns, &key]));
-                stray_at = Some(calls.len() - 1);
+                if let (
+                    Some(next),
+                    Some(body),
+                    [insert_run, insert_started, hand_on, move_inbox, count_inbox],
+                ) = (&continuation, &next_started, continue_stmts.as_slice())
+                {
+                    // The signals left move to the new run before the inbox is cleared.
+                    calls.push((
+                        insert_run,
+                        vec![ns, &key, &next.run_id.0, &next.workflow, &published],
+                    ));
+                    calls.push((insert_started, vec![ns, &next.time_ms, body]));
+                    for (i, signal) in &handed_on {
+                        calls.push((hand_on, vec![ns, &key, i, signal]));
+                    }
+                    calls.push((move_inbox, vec![ns, &key, &handed_on_count, &carried]));
+                    calls.push((count_inbox, vec![ns, &key, &handed_on_count, &carried]));
+                } else {
+                    // After the consumed entries are deleted: the signals left are ones
+                    // the run has not seen (the run's row lock keeps new ones out until
+                    // we end).
+                    calls.push((&stray_signals, vec![ns, &key]));
+                    stray_at = Some(calls.len() - 1);
+                }
                 for stmt in &finish_deletes {
                     calls.push((stmt, vec![ns, &key]));
                 }

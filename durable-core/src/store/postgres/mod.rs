@@ -1128,6 +1128,7 @@ impl Store for PostgresStore {
             "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = $1
              AND ($2::TEXT IS NULL OR status = $2) AND ($3::TEXT IS NULL OR workflow = $3)
              AND ($4::BIGINT IS NULL OR updated_at_ms < $4) AND ($5::BIGINT IS NULL OR created_at_ms >= $5)
+             AND ($7::TEXT IS NULL OR workflow_id = $7)
              ORDER BY run_key DESC LIMIT $6"
         );
         let rows = db
@@ -1141,6 +1142,7 @@ impl Store for PostgresStore {
                     &filter.updated_before_ms,
                     &filter.created_after_ms,
                     &limit_param(limit),
+                    &filter.workflow_id.as_ref().map(WorkflowId::as_str),
                 ],
             )
             .await?;

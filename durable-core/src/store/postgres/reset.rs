@@ -53,7 +53,11 @@ impl PostgresStore {
             .await?;
         if let Some(r) = rows.last() {
             let kind: &str = r.get(2);
-            if kind == "RunCompleted" || kind == "RunFailed" || kind == "RunTimedOut" {
+            if kind == "RunCompleted"
+                || kind == "RunFailed"
+                || kind == "RunTimedOut"
+                || kind == "RunContinuedAsNew"
+            {
                 return Err(StoreError::Invalid(format!(
                     "event {to} of run '{wid}' ends the run; reset to an earlier event"
                 )));

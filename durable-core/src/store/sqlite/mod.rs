@@ -444,6 +444,57 @@ impl Shared {
     }
 }
 
+/// Starts the run a committing run continues as, inside the commit's transaction: the
+/// next run of the same workflow id (the latest from now on), with the old run's
+/// execution deadline and published status, the signals the old run's code had not
+/// taken, and the signals and cancel requests waiting in the old run's inbox.
+fn continue_as_new(
+    shared: &Shared,
+    conn: &Connection,
+    old: i64,
+    next: &super::continuation::Continuation<'_>,
+) -> Result<(), StoreError> {
+    // Like a started run's (`start_run`, `reset_run`).
+    let now = clock::now_ms();
+    conn.prepare_cached(
+        "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
+         last_event_id, ready, execution_timeout_ms, deadline_ms, published_status)
+         SELECT namespace, workflow_id, ?2, ?3, 'running', ?4, ?4, 1, 1, execution_timeout_ms, deadline_ms,
+         published_status FROM runs WHERE run_key = ?1",
+    )
+    .map_err(sql_err)?
+    .execute(params![old, next.run_id.as_str(), next.workflow, now])
+    .map_err(sql_err)?;
+    let key = conn.last_insert_rowid();
+    shared.append(conn, key, 0, &[(next.time_ms, next.started())])?;
+    // The signals the code had not taken come first, then what waited in the inbox,
+    // re-inserted so the new run's inbox ids keep that order.
+    for kind in next.carried() {
+        conn.prepare_cached(
+            "INSERT INTO inbox (run_key, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql_err)?
+        .execute(params![
+            key,
+            next.time_ms,
+            kind.name(),
+            shared.encode(&kind)?
+        ])
+        .map_err(sql_err)?;
+    }
+    let [signal, cancel] = super::continuation::CARRIED_INBOX_KINDS;
+    conn.prepare_cached(
+        "INSERT INTO inbox (run_key, time_ms, kind, body)
+         SELECT ?2, time_ms, kind, body FROM inbox WHERE run_key = ?1 AND kind IN (?3, ?4)
+         ORDER BY inbox_id",
+    )
+    .map_err(sql_err)?
+    .execute(params![old, key, signal, cancel])
+    .map_err(sql_err)?;
+    // The old run's entries go with the rest of its inbox, when the commit finishes it.
+    Ok(())
+}
+
 const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
 
 fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
@@ -661,10 +712,12 @@ impl Store for SqliteStore {
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let shared = self.shared.clone();
         let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        let continues = c.finish == Some(RunStatus::Continued);
         let out = self
             .writer
             .submit_checked(move |conn| {
                 let key = c.key.0;
+                let continuation = super::continuation::continuation(&c)?;
                 let row: Option<(Option<String>, i64, String, i64)> = conn
                     .prepare_cached(
                         "SELECT owner, fence, status, last_event_id FROM runs WHERE run_key = ?1",
@@ -726,7 +779,7 @@ impl Store for SqliteStore {
                         )));
                     }
                 }
-                if c.finish.is_some() {
+                if c.finish.is_some() && continuation.is_none() {
                     // A signal acknowledged while the run was finishing must not be dropped
                     // with the inbox: refuse, and the run goes on with it (its next
                     // activation records it, then finishes again).
@@ -844,6 +897,10 @@ impl Store for SqliteStore {
                         .execute(params![key, super::sealing::seal(shared.codec.as_ref(), published.0.clone())])
                         .map_err(sql_err)?;
                 }
+                if let Some(next) = &continuation {
+                    // Before the old run's inbox is cleared: its signals move over.
+                    continue_as_new(&shared, conn, key, next)?;
+                }
                 match c.finish {
                     Some(status) => {
                         conn.prepare_cached("DELETE FROM activity_tasks WHERE run_key = ?1")
@@ -899,7 +956,7 @@ impl Store for SqliteStore {
                 })
             })
             .await?;
-        if creates_remote_work {
+        if creates_remote_work || continues {
             self.wake_workers();
         }
         Ok(out)
@@ -1338,7 +1395,10 @@ impl Store for SqliteStore {
                     }
                 }
                 if let Some((_, _, kind, _, _)) = rows.last()
-                    && (kind == "RunCompleted" || kind == "RunFailed" || kind == "RunTimedOut")
+                    && (kind == "RunCompleted"
+                        || kind == "RunFailed"
+                        || kind == "RunTimedOut"
+                        || kind == "RunContinuedAsNew")
                 {
                     return Err(StoreError::Invalid(format!(
                         "event {to} of run '{wid}' ends the run; reset to an earlier event"
@@ -1481,6 +1541,7 @@ impl Store for SqliteStore {
                         "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1
                          AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR workflow = ?3)
                          AND (?4 IS NULL OR updated_at_ms < ?4) AND (?5 IS NULL OR created_at_ms >= ?5)
+                         AND (?7 IS NULL OR workflow_id = ?7)
                          ORDER BY run_key DESC LIMIT ?6"
                     ))
                     .map_err(sql_err)?;
@@ -1492,7 +1553,8 @@ impl Store for SqliteStore {
                             filter.workflow,
                             filter.updated_before_ms,
                             filter.created_after_ms,
-                            i64::try_from(limit).unwrap_or(i64::MAX)
+                            i64::try_from(limit).unwrap_or(i64::MAX),
+                            filter.workflow_id.as_ref().map(WorkflowId::as_str)
                         ],
                         run_info,
                     )
