@@ -42,6 +42,7 @@ pub mod payload;
 pub mod registry;
 pub mod replay;
 pub mod retry;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -41,11 +41,16 @@ use std::time::Duration;
 
 mod deadlines;
 mod heartbeats;
+mod schedules;
 mod status;
 
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
+};
+pub use schedules::{
+    due_schedules_start_one_run_per_tick, missed_ticks_follow_the_catch_up_policy,
+    overlapping_ticks_are_skipped_or_allowed, schedules_are_created_paused_resumed_and_deleted,
 };
 pub use status::published_status_is_written_by_commits;
 
@@ -73,6 +78,10 @@ pub const CHECKS: &[&str] = &[
     "attempts_past_their_heartbeat_timeout_are_retried",
     "runs_past_their_execution_timeout_are_ended",
     "published_status_is_written_by_commits",
+    "schedules_are_created_paused_resumed_and_deleted",
+    "due_schedules_start_one_run_per_tick",
+    "missed_ticks_follow_the_catch_up_policy",
+    "overlapping_ticks_are_skipped_or_allowed",
 ];
 
 /// Runs every check in turn on one database.
@@ -130,6 +139,18 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "published_status_is_written_by_commits" => {
             status::published_status_is_written_by_commits(open).await
+        }
+        "schedules_are_created_paused_resumed_and_deleted" => {
+            schedules::schedules_are_created_paused_resumed_and_deleted(open).await
+        }
+        "due_schedules_start_one_run_per_tick" => {
+            schedules::due_schedules_start_one_run_per_tick(open).await
+        }
+        "missed_ticks_follow_the_catch_up_policy" => {
+            schedules::missed_ticks_follow_the_catch_up_policy(open).await
+        }
+        "overlapping_ticks_are_skipped_or_allowed" => {
+            schedules::overlapping_ticks_are_skipped_or_allowed(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

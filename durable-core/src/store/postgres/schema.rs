@@ -12,6 +12,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
+    // Numbered 008 on the schedules branch; the lead renumbers at merge.
+    include_str!("migrations/008_schedules.sql"),
 ];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.

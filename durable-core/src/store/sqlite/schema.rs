@@ -14,6 +14,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
+    // Numbered 008 on the schedules branch; the lead renumbers at merge.
+    include_str!("migrations/008_schedules.sql"),
 ];
 
 /// The newest schema version this binary knows.
