@@ -61,6 +61,15 @@
 //! (so it never affects replay); [`Client::query_status`] and the CLI's `query <id>` and
 //! `status <id>` read the latest value.
 //!
+//! # Schedules
+//!
+//! [`Client::create_schedule`] starts a workflow on a cron expression (UTC) or an
+//! interval, durably: every worker sweeps due schedules by the store's clock and starts
+//! each tick's run once (workflow id `{schedule}@{tick}`), whatever the number of
+//! workers; ticks missed while no worker ran follow the schedule's
+//! [`CatchUpPolicy`](schedule::CatchUpPolicy). The CLI's `schedule` subcommands manage
+//! them. See [`schedule`] and [`ScheduleOptions`].
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
@@ -72,10 +81,11 @@ pub use durable_core::{
     EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,
     Registry, ReplayError, ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy,
     RunId, RunIdentity, Saga, SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext,
-    WorkflowError, WorkflowId, clock, divergence_report, error, store,
+    WorkflowError, WorkflowId, clock, divergence_report, error, schedule, store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};
+pub use durable_worker::schedule::ScheduleOptions;
 pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
 #[cfg(feature = "postgres")]

@@ -282,7 +282,8 @@ pub enum CatchUpPolicy {
     #[default]
     One,
     /// Start a run for each tick that came due, oldest first, but at most `max` (the
-    /// latest ones) at once.
+    /// latest ones) at once. With [`OverlapPolicy::Skip`] only the first of them starts,
+    /// since it still runs when the next would: pair `All` with [`OverlapPolicy::Allow`].
     All {
         /// The most runs one catch-up starts (1 to [`MAX_CATCH_UP`]).
         max: u32,

@@ -7,6 +7,7 @@ mod heartbeat;
 mod queries;
 mod replay;
 mod saga;
+mod schedules;
 mod support;
 mod timeouts;
 mod workflows;

@@ -5,6 +5,7 @@ mod activities;
 mod engine;
 mod heartbeat;
 mod run;
+mod schedules;
 
 use crate::error::WorkerError;
 use durable_core::ids::{CommandSeq, RunKey, WorkerId};
@@ -245,6 +246,7 @@ impl Worker {
         tasks.spawn(activities::claim_loop(shared.clone()));
         tasks.spawn(timer_loop(shared.clone()));
         tasks.spawn(timeout_loop(shared.clone()));
+        tasks.spawn(schedules::schedule_loop(shared.clone()));
         tasks.spawn(lease_loop(shared.clone()));
         tasks.spawn(watchdog_loop(shared.clone()));
         let mut shutdown = shared.shutdown.clone();
