@@ -14,6 +14,8 @@
 //! - An *activation* applies one inbound event and polls the code until it can make no
 //!   more progress; its commands are appended in the same transaction.
 //! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//! - A *schedule* ([`schedule`]) starts runs of a workflow at the *ticks* of a cron
+//!   expression or an interval; the store starts each tick's run once.
 //!
 //! # Determinism
 //!

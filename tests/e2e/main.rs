@@ -20,3 +20,6 @@ mod approval_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/schedule.rs"]
+mod schedule_example;

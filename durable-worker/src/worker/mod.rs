@@ -1,5 +1,6 @@
 //! The tokio worker: claims runs and activity attempts from the store, drives workflow
-//! code on the engine thread, runs activities, fires timers and keeps leases alive.
+//! code on the engine thread, runs activities, fires timers, starts the runs of due
+//! schedules and keeps leases alive.
 
 mod activities;
 mod engine;
