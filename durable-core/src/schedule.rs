@@ -193,6 +193,29 @@ impl ScheduleSpec {
         }
     }
 
+    /// The first `n` ticks after `after_ms`, e.g. to show when a schedule will fire.
+    ///
+    /// ```
+    /// # use durable_core::schedule::ScheduleSpec;
+    /// let hourly = ScheduleSpec::cron("30 * * * *")?;
+    /// assert_eq!(hourly.upcoming(0, 2), vec![1_800_000, 5_400_000]);
+    /// # Ok::<(), durable_core::schedule::ScheduleError>(())
+    /// ```
+    pub fn upcoming(&self, after_ms: i64, n: usize) -> Vec<i64> {
+        let mut ticks = Vec::with_capacity(n);
+        let mut at = after_ms;
+        while ticks.len() < n {
+            match self.next_after(at) {
+                Some(t) => {
+                    ticks.push(t);
+                    at = t;
+                }
+                None => break,
+            }
+        }
+        ticks
+    }
+
     /// The spec as the CLI shows it: `cron "0 2 * * *"` or `every 5s` (`offset 1s`).
     pub fn describe(&self) -> String {
         match self {

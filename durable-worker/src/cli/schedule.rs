@@ -311,7 +311,14 @@ pub(super) async fn run(
                 );
             }
             say!("state:     {}", if s.paused { "paused" } else { "active" });
-            say!("next run:  {}", time_or_none(s.next_fire_at_ms));
+            match s.next_fire_at_ms {
+                Some(next) if !s.paused => {
+                    let mut times = vec![clock::format_ms(next)];
+                    times.extend(s.spec.upcoming(next, 2).into_iter().map(clock::format_ms));
+                    say!("next runs: {}", times.join(", "));
+                }
+                next => say!("next run:  {}", time_or_none(next)),
+            }
             say!(
                 "runs started: {}; ticks skipped: {}",
                 s.runs_started,
