@@ -114,33 +114,39 @@ fn an_interval_schedule_fires_once_per_tick_with_two_workers() {
     assert_eq!(runs.len() as u64, count, "the runs stay after the delete");
 }
 
-/// Three schedules, every second, created while no worker runs; the first worker starts
-/// 600 ms after their fourth tick (past the half second in which a tick is on time).
-/// `skip` starts none of the missed ticks, `one` starts one run for them (the latest),
-/// `all` (with overlap `allow`) starts each of them; afterwards each fires on time again.
+/// Three schedules, every second, fire on time with a worker running; the worker is
+/// killed (SIGKILL), and the next one starts 600 ms after the fourth tick missed
+/// meanwhile (past the half second in which a tick is on time). `skip` starts none of
+/// the missed ticks, `one` starts one run for them (the latest), `all` starts each of
+/// them; afterwards each fires on time again. Overlap is `allow`, so the run the killed
+/// worker left behind (still leased to it) does not make the catch-up skip.
 #[test]
-fn ticks_missed_while_no_worker_ran_follow_the_catch_up_policy() {
+fn ticks_missed_while_every_worker_was_down_follow_the_catch_up_policy() {
     let dir = temp_dir();
     let db = dir.path().join("catch-up.db");
     let log = dir.path().join("worker.log");
-    create(&db, "cu-skip", &["--every", "1s", "--catch-up", "skip"]);
-    create(&db, "cu-one", &["--every", "1s", "--catch-up", "one"]);
-    create(
-        &db,
-        "cu-all",
-        &[
-            "--every",
-            "1s",
-            "--catch-up",
-            "all",
-            "--catch-up-max",
-            "10",
-            // Otherwise the first catch-up run would still run when the next starts.
-            "--overlap",
-            "allow",
-        ],
-    );
-    let first: Vec<i64> = ["cu-skip", "cu-one", "cu-all"]
+    let ids = ["cu-skip", "cu-one", "cu-all"];
+    for (id, policy) in ids.iter().zip([
+        &["--catch-up", "skip"][..],
+        &["--catch-up", "one"][..],
+        &["--catch-up", "all", "--catch-up-max", "10"][..],
+    ]) {
+        let mut args = vec!["--every", "1s", "--overlap", "allow"];
+        args.extend_from_slice(policy);
+        create(&db, id, &args);
+    }
+    let mut first_worker = worker(&db, &[]).spawn(&log);
+    wait_until(WAIT, "each schedule to fire on time", || {
+        let all: Vec<Value> = ids.iter().map(|id| show(&db, id)).collect();
+        if all.iter().all(|s| !ticks(s, "started").is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("{all:?}"))
+        }
+    });
+    first_worker.kill();
+    // The first tick each schedule missed.
+    let first: Vec<i64> = ids
         .iter()
         .map(|id| show(&db, id)["next_fire_at_ms"].as_i64().expect("next"))
         .collect();
@@ -150,16 +156,12 @@ fn ticks_missed_while_no_worker_ran_follow_the_catch_up_policy() {
     if wait > 0 {
         std::thread::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
     }
-    let _w = worker(&db, &[]).spawn(&log);
+    let _second_worker = worker(&db, &[]).spawn(&log);
     let state = wait_until(
         WAIT,
         "each schedule to handle its missed ticks and fire again",
         || {
-            let all: Vec<Value> = ["cu-skip", "cu-one", "cu-all"]
-                .iter()
-                .map(|id| show(&db, id))
-                .collect();
-            // Caught up, and a tick after the restart started too.
+            let all: Vec<Value> = ids.iter().map(|id| show(&db, id)).collect();
             let done = all
                 .iter()
                 .all(|s| ticks(s, "started").iter().any(|t| *t > restart));
@@ -170,16 +172,21 @@ fn ticks_missed_while_no_worker_ran_follow_the_catch_up_policy() {
             }
         },
     );
-    let (skip, one, all) = (&state[0], &state[1], &state[2]);
     let missed_of = |i: usize| -> Vec<i64> {
-        let start = first[i];
         (0..)
-            .map(|k| start + k * 1000)
+            .map(|k| first[i] + k * 1000)
             .take_while(|t| *t <= t0 + 3000)
             .collect()
     };
+    let started_since = |s: &Value, i: usize| -> BTreeSet<i64> {
+        ticks(s, "started")
+            .into_iter()
+            .filter(|t| *t >= first[i])
+            .collect()
+    };
+    let (skip, one, all) = (&state[0], &state[1], &state[2]);
     // skip: none of the missed ticks started.
-    let skip_started = ticks(skip, "started");
+    let skip_started = started_since(skip, 0);
     for t in missed_of(0) {
         assert!(
             !skip_started.contains(&t),
@@ -188,10 +195,9 @@ fn ticks_missed_while_no_worker_ran_follow_the_catch_up_policy() {
     }
     assert!(skip["ticks_skipped"].as_u64().expect("n") >= 4, "{skip}");
     // one: one run for them all, for the latest tick due at the first sweep.
-    let one_started = ticks(one, "started");
+    let one_started = started_since(one, 1);
     let missed = missed_of(1);
-    let older = &missed[..missed.len() - 1];
-    for t in older {
+    for t in &missed[..missed.len() - 1] {
         assert!(
             !one_started.contains(t),
             "one started an older missed tick {t}: {one}"
@@ -203,7 +209,7 @@ fn ticks_missed_while_no_worker_ran_follow_the_catch_up_policy() {
     );
     assert!(one["ticks_skipped"].as_u64().expect("n") >= 3, "{one}");
     // all: every missed tick started (fewer than the bound of 10).
-    let all_started = ticks(all, "started");
+    let all_started = started_since(all, 2);
     for t in missed_of(2) {
         assert!(
             all_started.contains(&t),
