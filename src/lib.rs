@@ -68,6 +68,14 @@
 //! workflow id with the given input and an empty history, in the same transaction, and
 //! hands it the signals the old run had not taken. [`Client::result`] follows the chain
 //! to the last run's output; the CLI's `list --id ID` shows every run of the chain.
+//! # Schedules
+//!
+//! [`Client::create_schedule`] starts a workflow on a cron expression (UTC) or an
+//! interval, durably: every worker sweeps due schedules by the store's clock and starts
+//! each tick's run once (workflow id `{schedule}@{tick}`), whatever the number of
+//! workers; ticks missed while no worker ran follow the schedule's
+//! [`CatchUpPolicy`](schedule::CatchUpPolicy). The CLI's `schedule` subcommands manage
+//! them. See [`schedule`] and [`ScheduleOptions`].
 //!
 //! # Feature flags
 //!
@@ -81,10 +89,11 @@ pub use durable_core::{
     Payload, PayloadCodec, PayloadError, Registry, ReplayError, ReplayFileError, ReplayOutcome,
     ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga, SagaError, Secret, SignalWait,
     StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, divergence_report, error,
-    store,
+    schedule, store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};
+pub use durable_worker::schedule::ScheduleOptions;
 pub use durable_worker::{Client, ClientError, Worker, WorkerError, WorkerOptions, cli, worker};
 
 #[cfg(feature = "postgres")]

@@ -402,3 +402,115 @@ async fn workload(url: &str, schema: &str) {
     );
     drop(workers);
 }
+
+/// Three worker processes sweep one schedule (every second, overlap allowed) on one
+/// PostgreSQL database: each tick starts exactly one run, whichever process claims it,
+/// and the runs complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_start_each_schedule_tick_once() {
+    let url = match server().await {
+        Ok(url) => url,
+        Err(reason) => {
+            println!("skipping PostgreSQL schedule test: {reason}");
+            return;
+        }
+    };
+    let schema = format!("schedules_{}", uuid_like());
+    let outcome = std::panic::AssertUnwindSafe(schedule_workload(&url, &schema))
+        .catch_unwind()
+        .await;
+    drop_schema(&url, &schema).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn schedule_workload(url: &str, schema: &str) {
+    use durable::ScheduleOptions;
+    use durable::schedule::{FireOutcome, OverlapPolicy, ScheduleSpec};
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = Arc::new(
+        PostgresStore::connect(
+            url,
+            PostgresOptions {
+                schema: Some(schema.to_owned()),
+                ..PostgresOptions::default()
+            },
+        )
+        .await
+        .expect("connecting the test's client"),
+    );
+    let client = Client::new(store.clone());
+    let input = Payload::encode(&FanOut {
+        steps: 2,
+        step_ms: 0,
+    })
+    .expect("encoding the input");
+    let options = ScheduleOptions::new(ScheduleSpec::every(Duration::from_secs(1)).expect("1 s"))
+        .overlap(OverlapPolicy::Allow);
+    client
+        .create_schedule_encoded("fan_out", "pg-pulse", input, options)
+        .await
+        .expect("creating the schedule");
+    let mut workers = Workers {
+        children: Vec::new(),
+    };
+    for _ in 0..2 {
+        workers.spawn(url, schema, "general", dir.path(), &[]);
+    }
+    workers.spawn(
+        url,
+        schema,
+        "payments",
+        dir.path(),
+        &["--task-queue", "payments"],
+    );
+    let started = Instant::now();
+    loop {
+        let info = client.schedule("pg-pulse").await.expect("the schedule");
+        if info.runs_started >= 5 {
+            break;
+        }
+        workers.check_alive(None, dir.path());
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} ticks fired: {info:?}",
+            info.runs_started
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .pause_schedule("pg-pulse")
+        .await
+        .expect("pausing the schedule");
+    let fires = client
+        .schedule_runs("pg-pulse", 0)
+        .await
+        .expect("the ticks");
+    let info = client.schedule("pg-pulse").await.expect("the schedule");
+    assert_eq!(fires.len() as u64, info.runs_started);
+    assert!(fires.iter().all(|f| f.outcome == FireOutcome::Started));
+    let ticks: BTreeSet<i64> = fires.iter().map(|f| f.tick_ms).collect();
+    assert_eq!(ticks.len(), fires.len(), "each tick once");
+    let runs = store
+        .list_runs(RunFilter {
+            workflow: Some("fan_out".to_owned()),
+            limit: 10_000,
+            ..RunFilter::default()
+        })
+        .await
+        .expect("listing runs");
+    assert_eq!(runs.len(), fires.len(), "one run per tick: {runs:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for fire in &fires {
+        let out = client
+            .wait_encoded(
+                &fire.workflow_id,
+                Some(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("run {}: {e}", fire.workflow_id));
+        let steps: u64 = out.decode().expect("the output");
+        assert_eq!(steps, 2);
+    }
+}

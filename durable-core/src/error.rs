@@ -421,6 +421,12 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,
+    /// No schedule with this id (in this namespace).
+    #[error("no schedule with id '{0}'")]
+    ScheduleNotFound(String),
+    /// A schedule with this id exists already.
+    #[error("schedule '{0}' already exists; delete it first or ask to replace it")]
+    ScheduleExists(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Other(String),

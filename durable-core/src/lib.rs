@@ -18,6 +18,8 @@
 //!   history, and [`WorkflowContext::continue_as_new`] ends a run so that a fresh one
 //!   (new input, empty history) carries on. Signals, cancels, status and results always
 //!   address the latest run.
+//! - A *schedule* ([`schedule`]) starts runs of a workflow at the *ticks* of a cron
+//!   expression or an interval; the store starts each tick's run once.
 //!
 //! # Determinism
 //!
@@ -46,6 +48,7 @@ pub mod payload;
 pub mod registry;
 pub mod replay;
 pub mod retry;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -93,6 +93,11 @@ impl Client {
         &self.store
     }
 
+    /// The largest payload this client sends.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
     /// Starts a run of `W` under `id`; starting the same id again returns the existing
     /// run and does not start another.
     ///

@@ -8,6 +8,7 @@ mod heartbeat;
 mod queries;
 mod replay;
 mod saga;
+mod schedules;
 mod support;
 mod timeouts;
 mod workflows;
@@ -20,6 +21,9 @@ mod approval_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/schedule.rs"]
+mod schedule_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/subscription.rs"]
 mod subscription_example;

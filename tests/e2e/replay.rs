@@ -4,6 +4,7 @@
 
 use crate::approval_example;
 use crate::order_example;
+use crate::schedule_example;
 use crate::subscription_example;
 
 use durable::prelude::*;
@@ -24,6 +25,7 @@ fn all_examples() -> Registry {
     order_example::registry()
         .merge(approval_example::registry())
         .merge(subscription_example::registry())
+        .merge(schedule_example::registry())
 }
 
 #[test]
@@ -619,4 +621,51 @@ fn a_saved_continue_as_new_replays_and_a_changed_input_diverges() {
     let report = durable::divergence_report(&file.events, &err);
     assert!(report.contains("-    17  RunContinuedAsNew"), "{report}");
     assert!(report.contains("(the code continued as new"), "{report}");
+}
+
+/// The report workflow, changed to wait before compiling: runs started by a schedule
+/// under the old code must not replay with it.
+#[workflow(name = "report")]
+async fn report_with_a_delay(
+    ctx: WorkflowContext,
+    request: schedule_example::ReportRequest,
+) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok(request.region)
+}
+
+/// A run a schedule started (`report-scheduled.json`, workflow id `<schedule>@<tick>`)
+/// replays to its recorded output with today's code, and a changed step is caught at
+/// its command.
+#[test]
+fn a_saved_scheduled_run_replays_and_a_changed_step_is_caught() {
+    let path = histories_dir().join("report-scheduled.json");
+    let report = Replayer::new(schedule_example::registry())
+        .replay_file(&path)
+        .expect("the fixture replays");
+    match report.outcome {
+        durable::ReplayOutcome::Completed(output) => {
+            let text: String = output.decode().expect("a string");
+            assert!(text.starts_with("report for eu at "), "{text}");
+        }
+        other => panic!("expected the recorded output, got {other:?}"),
+    }
+    let file = HistoryFile::parse(
+        &std::fs::read_to_string(&path).expect("fixture"),
+        "report-scheduled",
+    )
+    .expect("fixture parses");
+    assert!(
+        file.workflow_id.as_str().starts_with("report-eu@2026-"),
+        "a scheduled run's id names its schedule and tick: {}",
+        file.workflow_id
+    );
+    let changed = Replayer::new(Registry::new().workflow::<report_with_a_delay>());
+    match changed.replay_file(&path) {
+        Err(ReplayFileError::Replay {
+            source: ReplayError::Nondeterminism { seq, .. },
+            ..
+        }) => assert_eq!(seq.0, 1),
+        other => panic!("expected a divergence at command 1, got {other:?}"),
+    }
 }

@@ -4,8 +4,9 @@
 
 use crate::support::{self, Snapshot};
 use durable::prelude::*;
+use durable::schedule::ScheduleSpec;
 use durable::store::{RunFilter, RunStatus, SharedStore};
-use durable::{EventKind, PayloadCodec, SqliteOptions, StoreError};
+use durable::{EventKind, PayloadCodec, ScheduleOptions, SqliteOptions, StoreError};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -199,6 +200,15 @@ where
                     .await
                     .expect("start");
             }
+            // A schedule's input is kept like event bodies (paused: it never fires here).
+            client
+                .create_schedule::<confidential>(
+                    "secret-nightly",
+                    &confidential_input(false),
+                    ScheduleOptions::new(ScheduleSpec::cron("0 2 * * *").expect("valid")).paused(),
+                )
+                .await
+                .expect("creating a schedule");
             // While the retry waits, the task row holds the last error.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             let last_error = loop {
@@ -282,6 +292,14 @@ async fn s1_no_plaintext_on_disk_with_an_encrypting_codec() {
             ..SqliteOptions::default()
         },
     );
+    let scheduled: Confidential = Client::new(store.clone())
+        .schedule("secret-nightly")
+        .await
+        .expect("the schedule reads back")
+        .input
+        .decode()
+        .expect("its input decodes");
+    assert!(scheduled.note.contains(MARKER));
     let h = Client::new(store)
         .history(&WorkflowId::from("ok"))
         .await

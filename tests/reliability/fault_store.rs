@@ -19,6 +19,7 @@ use durable::store::{
 };
 use durable::{Event, EventId, Payload, StoreError, WorkflowId};
 use durable_core::ids::{CommandSeq, FencingToken, RunKey, WorkerId};
+use durable_core::schedule::{NewSchedule, ScheduleFire, ScheduleInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -451,5 +452,65 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
 
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {
         self.inner.work_notifier()
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        replace: bool,
+    ) -> Result<ScheduleInfo, StoreError> {
+        self.around(
+            Call::Write,
+            None,
+            self.inner.create_schedule(schedule, replace),
+        )
+        .await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<ScheduleInfo>, StoreError> {
+        self.around(Call::Read, None, self.inner.get_schedule(id))
+            .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        self.around(Call::Read, None, self.inner.list_schedules())
+            .await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+    ) -> Result<ScheduleInfo, StoreError> {
+        self.around(
+            Call::Write,
+            None,
+            self.inner.set_schedule_paused(id, paused),
+        )
+        .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        self.around(Call::Write, None, self.inner.delete_schedule(id))
+            .await
+    }
+
+    async fn trigger_schedule(&self, id: &str) -> Result<ScheduleFire, StoreError> {
+        self.around(Call::Write, None, self.inner.trigger_schedule(id))
+            .await
+    }
+
+    async fn fire_due_schedules(&self, limit: usize) -> Result<usize, StoreError> {
+        self.around(Call::Write, None, self.inner.fire_due_schedules(limit))
+            .await
+    }
+
+    async fn schedule_fires(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<ScheduleFire>, StoreError> {
+        self.around(Call::Read, None, self.inner.schedule_fires(id, limit))
+            .await
     }
 }

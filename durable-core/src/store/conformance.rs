@@ -42,6 +42,7 @@ use std::time::Duration;
 mod continue_as_new;
 mod deadlines;
 mod heartbeats;
+mod schedules;
 mod status;
 
 pub use continue_as_new::{
@@ -50,6 +51,10 @@ pub use continue_as_new::{
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
+};
+pub use schedules::{
+    due_schedules_start_one_run_per_tick, missed_ticks_follow_the_catch_up_policy,
+    overlapping_ticks_are_skipped_or_allowed, schedules_are_created_paused_resumed_and_deleted,
 };
 pub use status::published_status_is_written_by_commits;
 
@@ -79,6 +84,10 @@ pub const CHECKS: &[&str] = &[
     "published_status_is_written_by_commits",
     "continue_as_new_starts_the_next_run_atomically",
     "continue_as_new_commits_are_checked",
+    "schedules_are_created_paused_resumed_and_deleted",
+    "due_schedules_start_one_run_per_tick",
+    "missed_ticks_follow_the_catch_up_policy",
+    "overlapping_ticks_are_skipped_or_allowed",
 ];
 
 /// Runs every check in turn on one database.
@@ -142,6 +151,18 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "continue_as_new_commits_are_checked" => {
             continue_as_new::continue_as_new_commits_are_checked(open).await
+        }
+        "schedules_are_created_paused_resumed_and_deleted" => {
+            schedules::schedules_are_created_paused_resumed_and_deleted(open).await
+        }
+        "due_schedules_start_one_run_per_tick" => {
+            schedules::due_schedules_start_one_run_per_tick(open).await
+        }
+        "missed_ticks_follow_the_catch_up_policy" => {
+            schedules::missed_ticks_follow_the_catch_up_policy(open).await
+        }
+        "overlapping_ticks_are_skipped_or_allowed" => {
+            schedules::overlapping_ticks_are_skipped_or_allowed(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

@@ -21,6 +21,8 @@ mod continuation;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod schedule_rows;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sealing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -29,6 +31,7 @@ use crate::error::{ActivityError, StoreError};
 use crate::event::{ActivityOptions, Event, EventKind};
 use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 use crate::payload::Payload;
+use crate::schedule::{NewSchedule, ScheduleFire, ScheduleInfo};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -515,6 +518,69 @@ pub trait Store: Send + Sync + 'static {
     /// A handle that is notified when this process makes new work available, so workers
     /// in the same process need not wait for their next poll.
     fn work_notifier(&self) -> Arc<tokio::sync::Notify>;
+
+    // Schedules (see [`crate::schedule`]).
+
+    /// Creates a schedule; its first tick is the first one of its spec after the store's
+    /// clock now. With `replace`, an existing schedule of the same id takes the new
+    /// definition (and a fresh next tick; its record of ticks stays).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ScheduleExists`] when the id is taken and `replace` is false;
+    /// [`StoreError::Invalid`] for a definition [`NewSchedule::validate`] refuses.
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        replace: bool,
+    ) -> Result<ScheduleInfo, StoreError>;
+
+    /// The schedule of this id, if any.
+    async fn get_schedule(&self, id: &str) -> Result<Option<ScheduleInfo>, StoreError>;
+
+    /// Every schedule of the namespace, by id.
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError>;
+
+    /// Pauses (`paused`) or resumes a schedule. A paused schedule starts nothing; on
+    /// resume its next tick is the first after the store's clock now, so ticks that came
+    /// while it was paused are not caught up.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ScheduleNotFound`].
+    async fn set_schedule_paused(&self, id: &str, paused: bool)
+    -> Result<ScheduleInfo, StoreError>;
+
+    /// Deletes a schedule and its record of ticks; the runs it started stay.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ScheduleNotFound`].
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Starts a run of the schedule now (tick = the store's clock), paused or not and
+    /// whatever its overlap policy, in one transaction with its record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ScheduleNotFound`].
+    async fn trigger_schedule(&self, id: &str) -> Result<ScheduleFire, StoreError>;
+
+    /// Fires up to `limit` schedules that are due by the store's clock and not paused:
+    /// for each, in one transaction, starts the runs its [`plan_fires`](crate::schedule::plan_fires)
+    /// says (workflow id [`tick_workflow_id`](crate::schedule::tick_workflow_id), so a
+    /// tick never starts two runs), records each tick, counts the missed ones, and moves
+    /// its next fire time past now. Workers racing for the same schedule start each
+    /// tick's run once. Returns how many schedules were handled.
+    async fn fire_due_schedules(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// The ticks recorded for a schedule, newest first, at most `limit` (0: 1,000).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ScheduleNotFound`].
+    async fn schedule_fires(&self, id: &str, limit: usize)
+    -> Result<Vec<ScheduleFire>, StoreError>;
 }
 
 /// A shared store handle.

@@ -12,6 +12,9 @@
 //! cancel <id> | retry <id>
 //! replay <id>                                 run the code against the history
 //! run <workflow> --input JSON                 start a worker, start a run, wait, print
+//! schedule create <id> <workflow> --input JSON (--cron EXPR | --every DURATION)
+//!          [--catch-up skip|one|all] [--overlap skip|allow]
+//! schedule list | show <id> | pause <id> | resume <id> | delete <id> | trigger <id>
 //! ```
 //!
 //! Every subcommand works on the SQLite file named by `--db` (default `./durable.db`), or
@@ -30,6 +33,8 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
+
+mod schedule;
 
 use crate::client::{Client, RunOutcome, StartOptions};
 use crate::error::ClientError;
@@ -261,6 +266,11 @@ enum Command {
         /// The last event to keep.
         #[arg(long, value_name = "EVENT")]
         to: u64,
+    },
+    /// Manage schedules: start a workflow on a cron expression or an interval.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
     },
     /// Start a worker and a run, wait for the result, print it.
     Run {
@@ -543,6 +553,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Status { id, json, run } => {
             status(&cli, &registry, id, *json, run.as_deref()).await
         }
+        Command::Schedule { command } => schedule::run(&cli, &registry, command).await,
         Command::Query { id } => {
             let client = Client::new(open_store(&cli, false).await?);
             let published = client.query_status_encoded(&WorkflowId(id.clone())).await?;

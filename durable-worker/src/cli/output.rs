@@ -127,7 +127,7 @@ pub(crate) fn event_line(e: &Event) -> String {
     )
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
     } else {

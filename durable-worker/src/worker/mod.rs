@@ -1,10 +1,12 @@
 //! The tokio worker: claims runs and activity attempts from the store, drives workflow
-//! code on the engine thread, runs activities, fires timers and keeps leases alive.
+//! code on the engine thread, runs activities, fires timers, starts the runs of due
+//! schedules and keeps leases alive.
 
 mod activities;
 mod engine;
 mod heartbeat;
 mod run;
+mod schedules;
 
 use crate::error::WorkerError;
 use durable_core::ids::{CommandSeq, RunKey, WorkerId};
@@ -246,6 +248,7 @@ impl Worker {
         tasks.spawn(activities::claim_loop(shared.clone()));
         tasks.spawn(timer_loop(shared.clone()));
         tasks.spawn(timeout_loop(shared.clone()));
+        tasks.spawn(schedules::schedule_loop(shared.clone()));
         tasks.spawn(lease_loop(shared.clone()));
         tasks.spawn(watchdog_loop(shared.clone()));
         let mut shutdown = shared.shutdown.clone();

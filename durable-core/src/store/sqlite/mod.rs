@@ -4,6 +4,7 @@
 
 mod deadline;
 mod heartbeat;
+mod schedule;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use crate::error::StoreError;
 use crate::event::{Event, EventKind};
 use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 use crate::payload::{Payload, SharedCodec};
+use crate::schedule::{NewSchedule, ScheduleFire, ScheduleInfo};
 use async_trait::async_trait;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -1641,5 +1643,49 @@ impl Store for SqliteStore {
 
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {
         self.notify.clone()
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        replace: bool,
+    ) -> Result<ScheduleInfo, StoreError> {
+        self.create_schedule_row(schedule, replace).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<ScheduleInfo>, StoreError> {
+        self.read_schedule_row(id).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        self.list_schedule_rows().await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+    ) -> Result<ScheduleInfo, StoreError> {
+        self.pause_schedule_row(id, paused).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        self.delete_schedule_row(id).await
+    }
+
+    async fn trigger_schedule(&self, id: &str) -> Result<ScheduleFire, StoreError> {
+        self.trigger_schedule_now(id).await
+    }
+
+    async fn fire_due_schedules(&self, limit: usize) -> Result<usize, StoreError> {
+        self.fire_schedules(limit).await
+    }
+
+    async fn schedule_fires(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<ScheduleFire>, StoreError> {
+        self.schedule_fire_rows(id, limit).await
     }
 }
