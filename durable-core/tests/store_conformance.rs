@@ -170,7 +170,7 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "each migration ran once");
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration ran once");
             drop(client);
             let _ = driver.await;
         })
@@ -314,4 +314,7 @@ conformance_tests!(
     attempts_past_their_heartbeat_timeout_are_retried,
     runs_past_their_execution_timeout_are_ended,
     published_status_is_written_by_commits,
+    queue_concurrency_limit_holds_across_claimers,
+    queue_rate_limit_spaces_starts_by_the_store_clock,
+    queue_limits_are_validated_listed_and_scoped_by_namespace,
 );

@@ -41,11 +41,17 @@ use std::time::Duration;
 
 mod deadlines;
 mod heartbeats;
+mod queues;
 mod status;
 
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
+};
+pub use queues::{
+    queue_concurrency_limit_holds_across_claimers,
+    queue_limits_are_validated_listed_and_scoped_by_namespace,
+    queue_rate_limit_spaces_starts_by_the_store_clock,
 };
 pub use status::published_status_is_written_by_commits;
 
@@ -73,6 +79,9 @@ pub const CHECKS: &[&str] = &[
     "attempts_past_their_heartbeat_timeout_are_retried",
     "runs_past_their_execution_timeout_are_ended",
     "published_status_is_written_by_commits",
+    "queue_concurrency_limit_holds_across_claimers",
+    "queue_rate_limit_spaces_starts_by_the_store_clock",
+    "queue_limits_are_validated_listed_and_scoped_by_namespace",
 ];
 
 /// Runs every check in turn on one database.
@@ -130,6 +139,15 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "published_status_is_written_by_commits" => {
             status::published_status_is_written_by_commits(open).await
+        }
+        "queue_concurrency_limit_holds_across_claimers" => {
+            queues::queue_concurrency_limit_holds_across_claimers(open).await
+        }
+        "queue_rate_limit_spaces_starts_by_the_store_clock" => {
+            queues::queue_rate_limit_spaces_starts_by_the_store_clock(open).await
+        }
+        "queue_limits_are_validated_listed_and_scoped_by_namespace" => {
+            queues::queue_limits_are_validated_listed_and_scoped_by_namespace(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

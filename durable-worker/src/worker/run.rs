@@ -624,6 +624,11 @@ impl RunActor {
         let now = clock::now_ms();
         for (i, seq, name, input, options) in local_tasks {
             let _ = i;
+            if outcome.queued.contains(&seq) {
+                // Its task queue was at its limit: the store queued it, and a claim
+                // (here or on another worker) starts it when the queue has room.
+                continue;
+            }
             self.local_pending.insert(seq);
             activities::spawn_attempt(
                 self.shared.clone(),
@@ -654,7 +659,6 @@ impl RunActor {
                 }
             }
         }
-        let _ = outcome;
         Next::Continue
     }
 

@@ -14,6 +14,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
+    // Numbered 009 on its branch (task queue limits); the position here is what counts.
+    include_str!("migrations/009_queue_limits.sql"),
 ];
 
 /// The newest schema version this binary knows.
