@@ -61,12 +61,20 @@
 //! (so it never affects replay); [`Client::query_status`] and the CLI's `query <id>` and
 //! `status <id>` read the latest value.
 //!
+//! # Task queues and limits
+//!
+//! `.task_queue("q")` routes an activity to a named queue that only workers started with
+//! that queue serve. [`Client::set_queue_limit`] (or the CLI's `queue set-limit`) caps a
+//! queue for every worker sharing the store: at most N attempts running at once, at
+//! most N starts per second ([`QueueLimit`], [`RateLimit`]).
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
 //! - `postgres` (default): the PostgreSQL store, for many workers on many machines, and
 //!   `--database-url` in the CLI.
 
+pub use durable_core::store::{QueueInfo, QueueLimit, RateLimit};
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
     EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,

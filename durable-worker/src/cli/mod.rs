@@ -12,6 +12,9 @@
 //! cancel <id> | retry <id>
 //! replay <id>                                 run the code against the history
 //! run <workflow> --input JSON                 start a worker, start a run, wait, print
+//! queue set-limit <queue> [--concurrency N] [--rate N/s] [--burst N]
+//! queue clear-limit <queue> | queue show <queue> | queue list
+//!                                             task queue limits shared by all workers
 //! ```
 //!
 //! Every subcommand works on the SQLite file named by `--db` (default `./durable.db`), or
@@ -30,6 +33,8 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
+
+mod queue;
 
 use crate::client::{Client, RunOutcome, StartOptions};
 use crate::error::ClientError;
@@ -249,6 +254,11 @@ enum Command {
         /// The last event to keep.
         #[arg(long, value_name = "EVENT")]
         to: u64,
+    },
+    /// Task queue limits, kept in the store for every worker sharing it.
+    Queue {
+        #[command(subcommand)]
+        action: queue::QueueCommand,
     },
     /// Start a worker and a run, wait for the result, print it.
     Run {
@@ -529,6 +539,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { id, json } => status(&cli, &registry, id, *json).await,
+        Command::Queue { action } => queue::run(&cli, action).await,
         Command::Query { id } => {
             let client = Client::new(open_store(&cli, false).await?);
             let published = client.query_status_encoded(&WorkflowId(id.clone())).await?;
