@@ -5,6 +5,7 @@ mod crash;
 mod debugging;
 mod heartbeat;
 mod queries;
+mod queues;
 mod replay;
 mod saga;
 mod support;
@@ -19,3 +20,6 @@ mod approval_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/queues.rs"]
+mod queues_example;

@@ -4,6 +4,7 @@
 
 use crate::approval_example;
 use crate::order_example;
+use crate::queues_example;
 
 use durable::prelude::*;
 use durable::store::{RunStatus, SharedStore};
@@ -20,7 +21,9 @@ fn histories_dir() -> PathBuf {
 }
 
 fn all_examples() -> Registry {
-    order_example::registry().merge(approval_example::registry())
+    order_example::registry()
+        .merge(approval_example::registry())
+        .merge(queues_example::registry())
 }
 
 #[test]

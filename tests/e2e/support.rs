@@ -73,6 +73,37 @@ pub(crate) fn order_bin() -> &'static Path {
     })
 }
 
+/// The binary of example `name` (`target/<profile>/examples/<name>`), built like
+/// [`order_bin`] when missing or stale.
+pub(crate) fn example_bin(name: &'static str) -> PathBuf {
+    static BINS: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut bins = BINS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, bin)) = bins.iter().find(|(n, _)| *n == name) {
+        return bin.clone();
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary sits in target/<profile>/deps")
+        .to_path_buf();
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if is_stale(&bin, &exe) {
+        build_example(&profile_dir, &bin);
+    }
+    assert!(
+        bin.is_file(),
+        "the {name} example is missing at {}; build it with `cargo build --example {name}`",
+        bin.display()
+    );
+    bins.push((name, bin.clone()));
+    bin
+}
+
 /// Missing, or older than the test binary (which links the same library code).
 fn is_stale(bin: &Path, test_exe: &Path) -> bool {
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -84,10 +115,14 @@ fn is_stale(bin: &Path, test_exe: &Path) -> bool {
 }
 
 fn build_example(profile_dir: &Path, bin: &Path) {
+    let name = bin
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .expect("an example binary has a name");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_dir())
-        .args(["build", "--example", "order"]);
+        .args(["build", "--example", name]);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
@@ -97,17 +132,18 @@ fn build_example(profile_dir: &Path, bin: &Path) {
             cmd.args(["--profile", other]);
         }
     }
-    let out = run_with_deadline(cmd, Duration::from_secs(900), "cargo build --example order");
+    let what = format!("cargo build --example {name}");
+    let out = run_with_deadline(cmd, Duration::from_secs(900), &what);
     if out.code != Some(0) {
         // A half-edited workspace may not build; an existing binary still lets the tests run.
         assert!(
             bin.is_file(),
-            "`cargo build --example order` failed ({:?}):\n{}",
+            "`{what}` failed ({:?}):\n{}",
             out.code,
             out.stderr
         );
         eprintln!(
-            "warning: `cargo build --example order` failed; testing the existing {}",
+            "warning: `{what}` failed; testing the existing {}",
             bin.display()
         );
     }
@@ -220,6 +256,21 @@ pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
     OrderCmd {
         cmd,
         what: format!("order {}", shown.join(" ")),
+        timeout: QUICK,
+    }
+}
+
+/// Example `name` with exactly these arguments, like [`order_raw`] for the order example.
+pub(crate) fn example_raw<S: AsRef<str>>(name: &'static str, args: &[S]) -> OrderCmd {
+    let mut cmd = Command::new(example_bin(name));
+    for var in DURABLE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.args(args.iter().map(AsRef::as_ref));
+    let shown: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    OrderCmd {
+        cmd,
+        what: format!("{name} {}", shown.join(" ")),
         timeout: QUICK,
     }
 }
