@@ -407,3 +407,33 @@ fn queue_subcommands_show_list_clear_and_refuse_bad_input() {
     let listed = db.run(&["queue", "list", "--json"]).json_lines();
     assert_eq!(listed.len(), 1, "only the default queue keeps a limit");
 }
+
+#[test]
+fn status_says_an_activity_waits_for_room_on_its_limited_queue() {
+    let dir = temp_dir();
+    let db = Db::Sqlite(dir.path().join("q.db"));
+    db.run(&["queue", "set-limit", "api", "--concurrency", "1"])
+        .ok();
+    let _worker = db
+        .cmd(&["worker", "--poll-ms", "20", "--task-queue", "default,api"])
+        .spawn(&dir.path().join("worker.log"));
+    let input = r#"{"pages":2,"work_ms":5000}"#;
+    db.run(&["start", "crawl", "--id", "s-1", "--input", input])
+        .ok();
+    let why = wait_until(
+        Duration::from_secs(30),
+        "status to name the full queue",
+        || {
+            let out = db.run(&["status", "s-1"]);
+            let text = out.ok().to_owned();
+            match text.lines().find(|l| l.starts_with("why:")) {
+                Some(line) if line.contains("waits for room") => Ok(line.to_owned()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert!(
+        why.contains("on task queue api (concurrency 1; 1 running, 1 waiting)"),
+        "{why}"
+    );
+}

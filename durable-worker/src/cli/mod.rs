@@ -867,6 +867,17 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
         .map(|p| output::payload_json(&p));
     let now = clock::host_now_ms();
     let waiting_signal = waiting_signals(&history);
+    // A due activity not started yet, on a queue with limits: it waits for room there.
+    let limited = match activities
+        .iter()
+        .find(|a| a.owner.is_none() && a.available_at_ms <= now)
+    {
+        Some(a) if info.status == RunStatus::Running => {
+            let queue = store.queue_info(&a.task_queue).await?;
+            queue.limit.map(|limit| (a, queue, limit))
+        }
+        _ => None,
+    };
     let why = if info.status == RunStatus::Suspended {
         format!("suspended: {}", info.reason.clone().unwrap_or_default())
     } else if info.status.is_finished() {
@@ -899,6 +910,19 @@ async fn status(cli: &Cli, registry: &Registry, id: &str, json: bool) -> Result<
             } else {
                 format!(" on task queue {}", a.task_queue)
             }
+        )
+    } else if let Some((a, queue, limit)) = &limited {
+        format!(
+            "activity {} (command {}) waits for room on task queue {} ({limit}; {} running, {} waiting)",
+            a.name,
+            a.seq,
+            if queue.queue.is_empty() {
+                "default"
+            } else {
+                &queue.queue
+            },
+            queue.running,
+            queue.waiting
         )
     } else if let Some(a) = activities.first() {
         format!(
