@@ -14,6 +14,9 @@
 //! - An *activation* applies one inbound event and polls the code until it can make no
 //!   more progress; its commands are appended in the same transaction.
 //! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//! - An activity call goes to a *task queue* (the default one unless the call names
+//!   one); a queue can have limits ([`store::QueueLimit`]) that every worker sharing the
+//!   store obeys.
 //!
 //! # Determinism
 //!
