@@ -437,3 +437,61 @@ fn status_says_an_activity_waits_for_room_on_its_limited_queue() {
         "{why}"
     );
 }
+
+/// Calls of `slow_step` running now in this process, and the most seen at once.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static MOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[durable::activity]
+async fn slow_step(_ctx: durable::ActivityContext, n: u32) -> Result<u32, durable::ActivityError> {
+    use std::sync::atomic::Ordering;
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    Ok(n)
+}
+
+/// Four calls at once, on the queue spelled `default`.
+#[durable::workflow]
+async fn fan_out_on_default(
+    ctx: durable::WorkflowContext,
+    _input: (),
+) -> Result<u32, durable::WorkflowError> {
+    let calls = (1..=4).map(|n| ctx.activity::<slow_step>(n).task_queue("default"));
+    let mut sum = 0;
+    for r in futures::future::join_all(calls).await {
+        sum += r?;
+    }
+    Ok(sum)
+}
+
+/// A limit set on `default` applies to calls that name the default queue, run at once by
+/// the worker that scheduled them (the commit's local attempts) or claimed later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_on_the_default_queue_holds_for_local_attempts_in_process() {
+    use crate::workflows::{Running, WAIT, open};
+    let dir = temp_dir();
+    let store = open(&dir.path().join("d.db"));
+    let client = durable::Client::new(store.clone());
+    client
+        .set_queue_limit("default", durable::QueueLimit::new().concurrency(1))
+        .await
+        .expect("set_queue_limit");
+    let registry = durable::Registry::new()
+        .workflow::<fan_out_on_default>()
+        .activity::<slow_step>();
+    let worker = Running::start(store, registry);
+    client
+        .start::<fan_out_on_default>("fan-1", &())
+        .await
+        .expect("start");
+    let sum = client
+        .result::<fan_out_on_default>("fan-1", WAIT)
+        .await
+        .expect("the fan-out finishes");
+    assert_eq!(sum, 10);
+    let most = MOST.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, 1, "{most} calls ran at once on a queue limited to 1");
+    worker.stop().await;
+}

@@ -546,7 +546,12 @@ impl RunActor {
                     activities.push(NewActivityTask {
                         seq: *seq,
                         name: name.clone(),
-                        task_queue: options.task_queue.clone().unwrap_or_default(),
+                        // `.task_queue("default")` is the default queue, stored as "", so
+                        // its limits (`queue set-limit default`) apply to it.
+                        task_queue: crate::client::queue_name(
+                            options.task_queue.as_deref().unwrap_or_default(),
+                        )
+                        .to_owned(),
                         local,
                     });
                     if local {
