@@ -68,6 +68,7 @@
 //! workflow id with the given input and an empty history, in the same transaction, and
 //! hands it the signals the old run had not taken. [`Client::result`] follows the chain
 //! to the last run's output; the CLI's `list --id ID` shows every run of the chain.
+//!
 //! # Schedules
 //!
 //! [`Client::create_schedule`] starts a workflow on a cron expression (UTC) or an
@@ -77,12 +78,20 @@
 //! [`CatchUpPolicy`](schedule::CatchUpPolicy). The CLI's `schedule` subcommands manage
 //! them. See [`schedule`] and [`ScheduleOptions`].
 //!
+//! # Task queues and limits
+//!
+//! `.task_queue("q")` routes an activity to a named queue that only workers started with
+//! that queue serve. [`Client::set_queue_limit`] (or the CLI's `queue set-limit`) caps a
+//! queue for every worker sharing the store: at most N attempts running at once, at
+//! most N starts per second ([`QueueLimit`], [`RateLimit`]).
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): the embedded SQLite store.
 //! - `postgres` (default): the PostgreSQL store, for many workers on many machines, and
 //!   `--database-url` in the CLI.
 
+pub use durable_core::store::{QueueInfo, QueueLimit, RateLimit};
 pub use durable_core::{
     ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq,
     ContinueAsNew, ContinuedAsNew, Event, EventId, EventKind, FailedCompensation, HistoryFile,

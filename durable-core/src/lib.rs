@@ -20,6 +20,9 @@
 //!   address the latest run.
 //! - A *schedule* ([`schedule`]) starts runs of a workflow at the *ticks* of a cron
 //!   expression or an interval; the store starts each tick's run once.
+//! - An activity call goes to a *task queue* (the default one unless the call names
+//!   one); a queue can have limits ([`store::QueueLimit`]) that every worker sharing the
+//!   store obeys.
 //!
 //! # Determinism
 //!

@@ -170,7 +170,11 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "each migration ran once");
+            assert_eq!(
+                versions,
+                [1, 2, 3, 4, 5, 6, 7, 8],
+                "each migration ran once"
+            );
             drop(client);
             let _ = driver.await;
         })
@@ -320,4 +324,7 @@ conformance_tests!(
     due_schedules_start_one_run_per_tick,
     missed_ticks_follow_the_catch_up_policy,
     overlapping_ticks_are_skipped_or_allowed,
+    queue_concurrency_limit_holds_across_claimers,
+    queue_rate_limit_spaces_starts_by_the_store_clock,
+    queue_limits_are_validated_listed_and_scoped_by_namespace,
 );

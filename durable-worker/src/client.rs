@@ -7,7 +7,9 @@ use durable_core::event::{Event, EventKind};
 use durable_core::ids::{EventId, WorkflowId};
 use durable_core::payload::{DEFAULT_MAX_PAYLOAD_BYTES, Payload};
 use durable_core::registry::Workflow;
-use durable_core::store::{RunFilter, RunInfo, RunStatus, SharedStore, StartOutcome, StartRequest};
+use durable_core::store::{
+    QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, SharedStore, StartOutcome, StartRequest,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::{Duration, Instant};
 
@@ -382,6 +384,51 @@ impl Client {
         Ok(self.store.list_runs(filter).await?)
     }
 
+    /// Sets the limits of task queue `queue` for every worker sharing the store (and
+    /// namespace), replacing any it had: at most `max_concurrency` attempts running at
+    /// once, at most `rate` starts per period (a token bucket by the store's clock,
+    /// bursts up to its `burst`). `"default"` or `""` names the default queue. Workers
+    /// obey the new numbers from their next start; running attempts are not stopped.
+    ///
+    /// ```ignore
+    /// client.set_queue_limit("payments",
+    ///     QueueLimit::new().concurrency(2).rate(RateLimit::per_second(5))).await?;
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A limit [`QueueLimit::validate`] refuses (no limit at all, a zero), store errors.
+    pub async fn set_queue_limit(&self, queue: &str, limit: QueueLimit) -> Result<(), ClientError> {
+        Ok(self.store.set_queue_limit(queue_name(queue), limit).await?)
+    }
+
+    /// Removes the limits of task queue `queue`; false when it had none.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn clear_queue_limit(&self, queue: &str) -> Result<bool, ClientError> {
+        Ok(self.store.clear_queue_limit(queue_name(queue)).await?)
+    }
+
+    /// Task queue `queue`: its limits, and its attempts running and waiting now.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn queue(&self, queue: &str) -> Result<QueueInfo, ClientError> {
+        Ok(self.store.queue_info(queue_name(queue)).await?)
+    }
+
+    /// Every task queue that has limits or attempts, by name.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, ClientError> {
+        Ok(self.store.list_queues().await?)
+    }
+
     /// Decodes a typed output.
     ///
     /// # Errors
@@ -390,4 +437,9 @@ impl Client {
     pub fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, ClientError> {
         Ok(payload.decode()?)
     }
+}
+
+/// The stored name of a task queue: `"default"` is the default queue, stored as `""`.
+pub(crate) fn queue_name(queue: &str) -> &str {
+    if queue == "default" { "" } else { queue }
 }

@@ -6,6 +6,7 @@ mod crash;
 mod debugging;
 mod heartbeat;
 mod queries;
+mod queues;
 mod replay;
 mod saga;
 mod schedules;
@@ -21,6 +22,9 @@ mod approval_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/queues.rs"]
+mod queues_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/schedule.rs"]
 mod schedule_example;

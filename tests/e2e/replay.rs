@@ -4,6 +4,7 @@
 
 use crate::approval_example;
 use crate::order_example;
+use crate::queues_example;
 use crate::schedule_example;
 use crate::subscription_example;
 
@@ -26,6 +27,7 @@ fn all_examples() -> Registry {
         .merge(approval_example::registry())
         .merge(subscription_example::registry())
         .merge(schedule_example::registry())
+        .merge(queues_example::registry())
 }
 
 #[test]

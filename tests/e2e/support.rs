@@ -73,6 +73,37 @@ pub(crate) fn order_bin() -> &'static Path {
     })
 }
 
+/// The binary of example `name` (`target/<profile>/examples/<name>`), built like
+/// [`order_bin`] when missing or stale.
+pub(crate) fn example_bin(name: &'static str) -> PathBuf {
+    static BINS: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut bins = BINS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, bin)) = bins.iter().find(|(n, _)| *n == name) {
+        return bin.clone();
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary sits in target/<profile>/deps")
+        .to_path_buf();
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if is_stale(&bin, &exe) {
+        build_example(&profile_dir, &bin);
+    }
+    assert!(
+        bin.is_file(),
+        "the {name} example is missing at {}; build it with `cargo build --example {name}`",
+        bin.display()
+    );
+    bins.push((name, bin.clone()));
+    bin
+}
+
 /// Missing, or older than the test binary (which links the same library code).
 fn is_stale(bin: &Path, test_exe: &Path) -> bool {
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -84,11 +115,10 @@ fn is_stale(bin: &Path, test_exe: &Path) -> bool {
 }
 
 fn build_example(profile_dir: &Path, bin: &Path) {
-    build_named_example(profile_dir, bin, "order");
-}
-
-/// `cargo build --example <name>` for the profile of `profile_dir`.
-fn build_named_example(profile_dir: &Path, bin: &Path, name: &str) {
+    let name = bin
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .expect("an example binary has a name");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_dir())
@@ -134,7 +164,7 @@ pub(crate) fn subscription_bin() -> &'static Path {
             .join("examples")
             .join(format!("subscription{}", std::env::consts::EXE_SUFFIX));
         if is_stale(&bin, &exe) {
-            build_named_example(&profile_dir, &bin, "subscription");
+            build_example(&profile_dir, &bin);
         }
         assert!(
             bin.is_file(),
@@ -266,6 +296,21 @@ pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
     OrderCmd {
         cmd,
         what: format!("order {}", shown.join(" ")),
+        timeout: QUICK,
+    }
+}
+
+/// Example `name` with exactly these arguments, like [`order_raw`] for the order example.
+pub(crate) fn example_raw<S: AsRef<str>>(name: &'static str, args: &[S]) -> OrderCmd {
+    let mut cmd = Command::new(example_bin(name));
+    for var in DURABLE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.args(args.iter().map(AsRef::as_ref));
+    let shown: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    OrderCmd {
+        cmd,
+        what: format!("{name} {}", shown.join(" ")),
         timeout: QUICK,
     }
 }

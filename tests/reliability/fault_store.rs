@@ -15,7 +15,7 @@ use crate::support::Rng;
 use async_trait::async_trait;
 use durable::store::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, RunFilter, RunInfo, StartOutcome, StartRequest, Store,
+    PendingTimer, QueueInfo, QueueLimit, RunFilter, RunInfo, StartOutcome, StartRequest, Store,
 };
 use durable::{Event, EventId, Payload, StoreError, WorkflowId};
 use durable_core::ids::{CommandSeq, FencingToken, RunKey, WorkerId};
@@ -447,6 +447,26 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
 
     async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError> {
         self.around(Call::Read, None, self.inner.published_status(key))
+            .await
+    }
+
+    async fn set_queue_limit(&self, queue: &str, limit: QueueLimit) -> Result<(), StoreError> {
+        self.around(Call::Write, None, self.inner.set_queue_limit(queue, limit))
+            .await
+    }
+
+    async fn clear_queue_limit(&self, queue: &str) -> Result<bool, StoreError> {
+        self.around(Call::Write, None, self.inner.clear_queue_limit(queue))
+            .await
+    }
+
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo, StoreError> {
+        self.around(Call::Read, None, self.inner.queue_info(queue))
+            .await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.around(Call::Read, None, self.inner.list_queues())
             .await
     }
 

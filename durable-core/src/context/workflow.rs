@@ -395,7 +395,15 @@ impl<O> ActivityCall<O> {
         self.options.heartbeat_timeout_ms = Some(ms(timeout));
         self
     }
-    /// Runs the activity on the workers of this task queue.
+    /// Runs the activity on the workers of this task queue, within its limits if it
+    /// has any ([`QueueLimit`](crate::store::QueueLimit): at most N running at once, N
+    /// starts per second, across every worker sharing the store).
+    ///
+    /// # Determinism
+    ///
+    /// The queue is recorded with the schedule but is routing, not part of what replay
+    /// compares: moving a call to another queue does not break runs in flight (their
+    /// attempts already scheduled keep the old queue).
     pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
         self.options.task_queue = Some(queue.into());
         self

@@ -42,6 +42,7 @@ use std::time::Duration;
 mod continue_as_new;
 mod deadlines;
 mod heartbeats;
+mod queues;
 mod schedules;
 mod status;
 
@@ -51,6 +52,11 @@ pub use continue_as_new::{
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
+};
+pub use queues::{
+    queue_concurrency_limit_holds_across_claimers,
+    queue_limits_are_validated_listed_and_scoped_by_namespace,
+    queue_rate_limit_spaces_starts_by_the_store_clock,
 };
 pub use schedules::{
     due_schedules_start_one_run_per_tick, missed_ticks_follow_the_catch_up_policy,
@@ -88,6 +94,9 @@ pub const CHECKS: &[&str] = &[
     "due_schedules_start_one_run_per_tick",
     "missed_ticks_follow_the_catch_up_policy",
     "overlapping_ticks_are_skipped_or_allowed",
+    "queue_concurrency_limit_holds_across_claimers",
+    "queue_rate_limit_spaces_starts_by_the_store_clock",
+    "queue_limits_are_validated_listed_and_scoped_by_namespace",
 ];
 
 /// Runs every check in turn on one database.
@@ -163,6 +172,15 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "overlapping_ticks_are_skipped_or_allowed" => {
             schedules::overlapping_ticks_are_skipped_or_allowed(open).await
+        }
+        "queue_concurrency_limit_holds_across_claimers" => {
+            queues::queue_concurrency_limit_holds_across_claimers(open).await
+        }
+        "queue_rate_limit_spaces_starts_by_the_store_clock" => {
+            queues::queue_rate_limit_spaces_starts_by_the_store_clock(open).await
+        }
+        "queue_limits_are_validated_listed_and_scoped_by_namespace" => {
+            queues::queue_limits_are_validated_listed_and_scoped_by_namespace(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

@@ -13,6 +13,8 @@
 //! - A commit that continues a run as new ends it and starts the next run of its
 //!   workflow id in the same transaction (see [`Commit::finish`]): the workflow id always
 //!   has exactly one latest run, and nothing sent to it falls between the two.
+//! - A task queue's limits are judged and taken in the transaction that starts an
+//!   attempt (a claim, or the commit creating a local one), never from a cached view.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
@@ -20,6 +22,7 @@ pub mod conformance;
 mod continuation;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod queues;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schedule_rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -36,6 +39,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use queues::{QueueInfo, QueueLimit, RateLimit};
 
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -277,12 +282,16 @@ pub struct Commit {
 }
 
 /// Where a commit's events landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// The first appended event.
     pub first: EventId,
     /// The last appended event.
     pub last: EventId,
+    /// Activities asked for as local ([`NewActivityTask::local`]) that the commit queued
+    /// instead, because their task queue was at its concurrency or rate limit: the
+    /// committing worker must not run them; a claim starts them when the queue has room.
+    pub queued: Vec<CommandSeq>,
 }
 
 /// An activity attempt a worker claimed.
@@ -383,6 +392,9 @@ pub trait Store: Send + Sync + 'static {
     async fn read_inbox(&self, key: RunKey) -> Result<Vec<InboxItem>, StoreError>;
 
     /// Appends an activation's events and index changes, checking the fencing token.
+    /// A local activity on a queue with limits starts only when the queue has room (and
+    /// takes it); otherwise it is queued for a claim and listed in
+    /// [`CommitOutcome::queued`].
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
 
     /// Records that an activation of the run failed; after too many in a row the run is
@@ -413,7 +425,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` due activity attempts whose name is in `names` and whose
     /// task queue is in `queues` (the empty string is the default queue), so a pool of
-    /// workers can serve only some queues.
+    /// workers can serve only some queues. Attempts of a queue with limits
+    /// ([`Store::set_queue_limit`]) start only while it has room, judged and taken in the
+    /// claiming transaction, so workers sharing the store never exceed the limits
+    /// together.
     async fn claim_activities(
         &self,
         worker: &WorkerId,
@@ -514,6 +529,27 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::commit`]), decoded from the store's codec; `None` when it published none.
     /// A finished run keeps its last value.
     async fn published_status(&self, key: RunKey) -> Result<Option<Payload>, StoreError>;
+
+    /// Sets the limits of task queue `queue` (the empty string is the default queue),
+    /// replacing any it had, for every worker sharing this store and namespace. The rate
+    /// limit's bucket starts full. Attempts already running count against the new
+    /// concurrency limit; none is stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for a limit [`QueueLimit::validate`] refuses or a bad
+    /// queue name; nothing is written.
+    async fn set_queue_limit(&self, queue: &str, limit: QueueLimit) -> Result<(), StoreError>;
+
+    /// Removes the limits of `queue`; false when it had none.
+    async fn clear_queue_limit(&self, queue: &str) -> Result<bool, StoreError>;
+
+    /// The limits of `queue` and its running and waiting attempts, by the store's clock
+    /// (a queue never used shows no limit and zero attempts).
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo, StoreError>;
+
+    /// Every queue with a limit or with attempts, ordered by name.
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
 
     /// A handle that is notified when this process makes new work available, so workers
     /// in the same process need not wait for their next poll.

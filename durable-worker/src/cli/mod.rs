@@ -15,6 +15,9 @@
 //! schedule create <id> <workflow> --input JSON (--cron EXPR | --every DURATION)
 //!          [--catch-up skip|one|all] [--overlap skip|allow]
 //! schedule list | show <id> | pause <id> | resume <id> | delete <id> | trigger <id>
+//! queue set-limit <queue> [--concurrency N] [--rate N/s] [--burst N]
+//! queue clear-limit <queue> | queue show <queue> | queue list
+//!                                             task queue limits shared by all workers
 //! ```
 //!
 //! Every subcommand works on the SQLite file named by `--db` (default `./durable.db`), or
@@ -34,6 +37,7 @@ macro_rules! say {
     }};
 }
 
+mod queue;
 mod schedule;
 
 use crate::client::{Client, RunOutcome, StartOptions};
@@ -271,6 +275,11 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         command: schedule::ScheduleCommand,
+    },
+    /// Task queue limits, kept in the store for every worker sharing it.
+    Queue {
+        #[command(subcommand)]
+        action: queue::QueueCommand,
     },
     /// Start a worker and a run, wait for the result, print it.
     Run {
@@ -554,6 +563,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             status(&cli, &registry, id, *json, run.as_deref()).await
         }
         Command::Schedule { command } => schedule::run(&cli, &registry, command).await,
+        Command::Queue { action } => queue::run(&cli, action).await,
         Command::Query { id } => {
             let client = Client::new(open_store(&cli, false).await?);
             let published = client.query_status_encoded(&WorkflowId(id.clone())).await?;
@@ -957,6 +967,17 @@ async fn status(
     let (continued_from, continued_as) = chain_links(&client, &info, &history).await?;
     let now = clock::host_now_ms();
     let waiting_signal = waiting_signals(&history);
+    // A due activity not started yet, on a queue with limits: it waits for room there.
+    let limited = match activities
+        .iter()
+        .find(|a| a.owner.is_none() && a.available_at_ms <= now)
+    {
+        Some(a) if info.status == RunStatus::Running => {
+            let queue = store.queue_info(&a.task_queue).await?;
+            queue.limit.map(|limit| (a, queue, limit))
+        }
+        _ => None,
+    };
     let why = if info.status == RunStatus::Suspended {
         format!("suspended: {}", info.reason.clone().unwrap_or_default())
     } else if info.status.is_finished() {
@@ -992,6 +1013,19 @@ async fn status(
             } else {
                 format!(" on task queue {}", a.task_queue)
             }
+        )
+    } else if let Some((a, queue, limit)) = &limited {
+        format!(
+            "activity {} (command {}) waits for room on task queue {} ({limit}; {} running, {} waiting)",
+            a.name,
+            a.seq,
+            if queue.queue.is_empty() {
+                "default"
+            } else {
+                &queue.queue
+            },
+            queue.running,
+            queue.waiting
         )
     } else if let Some(a) = activities.first() {
         format!(

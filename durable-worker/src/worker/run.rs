@@ -546,7 +546,12 @@ impl RunActor {
                     activities.push(NewActivityTask {
                         seq: *seq,
                         name: name.clone(),
-                        task_queue: options.task_queue.clone().unwrap_or_default(),
+                        // `.task_queue("default")` is the default queue, stored as "", so
+                        // its limits (`queue set-limit default`) apply to it.
+                        task_queue: crate::client::queue_name(
+                            options.task_queue.as_deref().unwrap_or_default(),
+                        )
+                        .to_owned(),
                         local,
                     });
                     if local {
@@ -623,6 +628,11 @@ impl RunActor {
         let now = clock::now_ms();
         for (i, seq, name, input, options) in local_tasks {
             let _ = i;
+            if outcome.queued.contains(&seq) {
+                // Its task queue was at its limit: the store queued it, and a claim
+                // (here or on another worker) starts it when the queue has room.
+                continue;
+            }
             self.local_pending.insert(seq);
             activities::spawn_attempt(
                 self.shared.clone(),
@@ -653,7 +663,6 @@ impl RunActor {
                 }
             }
         }
-        let _ = outcome;
         Next::Continue
     }
 

@@ -113,6 +113,9 @@ impl PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .await?;
+        // With $11, nothing is inserted when the task's queue has a limit (a local
+        // attempt there must take room first, below): the check rides in the one INSERT,
+        // so queues without limits pay no extra statement.
         let insert_task = db
             .prepare(
                 &tx,
@@ -120,16 +123,20 @@ impl PostgresStore {
                     "INSERT INTO activity_tasks (namespace, run_key, seq, name, task_queue, event_id,
                      attempt, owner, lease_expires_at_ms, available_at_ms, scheduled_at_ms,
                      heartbeat_timeout_ms, heartbeat_deadline_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                     SELECT $1::TEXT, $2::BIGINT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::BIGINT,
+                     $7::BIGINT, $8::TEXT,
                      CASE WHEN $8::TEXT IS NULL THEN 0 ELSE ",
                     now_ms!(),
-                    " + $9 END, ",
+                    " + $9::BIGINT END, ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
                     ", $10::BIGINT, CASE WHEN $8::TEXT IS NULL THEN NULL ELSE ",
                     now_ms!(),
-                    " + $10::BIGINT END)"
+                    " + $10::BIGINT END
+                     WHERE NOT $11::BOOLEAN OR NOT EXISTS (SELECT 1 FROM queue_limits l
+                         WHERE l.namespace = $1::TEXT AND l.task_queue = $5::TEXT)
+                     RETURNING seq"
                 ),
             )
             .await?;
@@ -272,6 +279,7 @@ impl PostgresStore {
         for (id, time, kind, seq, body) in &events {
             calls.push((&insert_event, vec![ns, &key, id, time, kind, seq, body]));
         }
+        let tasks_at = calls.len();
         for (seq, a, event_id, attempt, owner, heartbeat_timeout) in &tasks {
             calls.push((
                 &insert_task,
@@ -286,6 +294,7 @@ impl PostgresStore {
                     owner,
                     &lease_ms,
                     heartbeat_timeout,
+                    &a.local,
                 ],
             ));
         }
@@ -393,14 +402,58 @@ impl PostgresStore {
         for i in 0..results.len() {
             rows(i)?;
         }
+        // Local attempts on limited queues, which the pipeline left out: each starts now
+        // if its queue has room (under the queue's row lock, taken after the run's), or
+        // waits for a claim.
+        let limited: Vec<usize> = (0..tasks.len())
+            .filter(|i| rows(tasks_at + i).is_ok_and(Vec::is_empty))
+            .collect();
         drop(results);
+        let mut queued = Vec::new();
+        for i in limited {
+            let (seq, a, event_id, _, _, heartbeat_timeout) = &tasks[i];
+            let room = db.lock_room(&tx, &a.task_queue).await?;
+            let starts = room.as_ref().is_none_or(|r| r.allows(1) == 1);
+            let (attempt, owner) = if starts {
+                (1_i64, Some(c.worker.0.as_str()))
+            } else {
+                (0, None)
+            };
+            tx.query(
+                &insert_task,
+                &[
+                    ns,
+                    &key,
+                    seq,
+                    &a.name,
+                    &a.task_queue,
+                    event_id,
+                    &attempt,
+                    &owner,
+                    &lease_ms,
+                    heartbeat_timeout,
+                    &false,
+                ],
+            )
+            .await
+            .map_err(|e| db.err(e))?;
+            match (&room, starts) {
+                (Some(room), true) => {
+                    db.spend(&tx, &a.task_queue, room, &[(key, *seq, 1)])
+                        .await?;
+                }
+                (Some(_), false) => queued.push(a.seq),
+                (None, _) => {}
+            }
+        }
         tx.commit().await.map_err(|e| db.err(e))?;
-        if creates_remote_work {
+        if creates_remote_work || !queued.is_empty() {
             self.wake_workers();
         }
         Ok(CommitOutcome {
             first: EventId(to_u64(first)),
             last: EventId(to_u64(last_id)),
+            queued,
         })
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Lock order, which keeps transactions free of deadlocks: a run's row first, then its
 //! inbox, activity and timer rows. Statements that lock rows of two tables at once skip
-//! locked rows instead of waiting.
+//! locked rows instead of waiting. A task queue's limit row (`queues.rs`) is locked last:
+//! after the run's row by a commit, alone by a claim.
 //!
 //! The SQL is portable beyond `FOR UPDATE SKIP LOCKED`, one advisory lock around
 //! migrations and LISTEN/NOTIFY (see `notify.rs`), so a PostgreSQL-compatible distributed
@@ -29,6 +30,7 @@ mod commit;
 mod deadline;
 mod heartbeat;
 mod notify;
+mod queues;
 mod reset;
 mod schedule;
 mod schema;
@@ -36,7 +38,8 @@ mod schema;
 use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
+    PendingTimer, QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest,
+    Store,
 };
 use crate::clock;
 use crate::error::{ActivityError, StoreError};
@@ -117,6 +120,8 @@ pub struct PostgresStore {
     /// Asks the announcer to tell other processes.
     announce: Arc<Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Which queues of the namespace have limits, as last read (see `queues.rs`).
+    limited: std::sync::Mutex<queues::LimitedView>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -204,6 +209,7 @@ impl PostgresStore {
             notify: local_wake,
             announce,
             tasks,
+            limited: std::sync::Mutex::new(queues::LimitedView::default()),
         })
     }
 
@@ -803,10 +809,12 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let db = &self.inner;
-        let client = db.client().await?;
         let lease_ms = span_ms(clock::duration_ms(lease));
-        let rows = db
-            .query(
+        let client = db.client().await?;
+        let rows = {
+            // Queues with limits are left out here (the check is part of the statement);
+            // they are claimed one queue at a time under their limit row's lock below.
+            db.query(
                 &client,
                 concat!(
                     "WITH picked AS (
@@ -817,6 +825,8 @@ impl Store for PostgresStore {
                     now_ms!(),
                     ")
                          AND name = ANY($2) AND task_queue = ANY($3)
+                         AND NOT EXISTS (SELECT 1 FROM queue_limits l
+                             WHERE l.namespace = $1 AND l.task_queue = activity_tasks.task_queue)
                          ORDER BY available_at_ms LIMIT $4
                          FOR UPDATE SKIP LOCKED)
                      UPDATE activity_tasks a SET attempt = a.attempt + 1, owner = $5,
@@ -839,38 +849,20 @@ impl Store for PostgresStore {
                     &lease_ms,
                 ],
             )
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut heartbeat_clocks = Vec::new();
-        for r in rows {
-            let key: i64 = r.get(0);
-            let seq: i64 = r.get(1);
-            let event_id: i64 = r.get(5);
-            let EventKind::ActivityScheduled { input, options, .. } =
-                db.decode(key, event_id, r.get(8))?
-            else {
-                return Err(StoreError::Corrupt(format!(
-                    "event {event_id} of run {key} is not the schedule of activity task {seq}"
-                )));
-            };
-            if let Some(timeout) = heartbeat::timeout_param(options.heartbeat_timeout_ms) {
-                heartbeat_clocks.push((key, seq, timeout));
+            .await?
+        };
+        let mut claimed = db.claimed_tasks(&client, rows).await?;
+        drop(client);
+        for queue in self.limited_queues(queues).await? {
+            let room = limit.saturating_sub(claimed.len());
+            if room == 0 {
+                break;
             }
-            claimed.push(ActivityTask {
-                key: RunKey(key),
-                workflow_id: WorkflowId(r.get(6)),
-                run_id: RunId(r.get(7)),
-                seq: CommandSeq(to_u32(seq)),
-                name: r.get(4),
-                input,
-                options,
-                attempt: to_u32(r.get(2)),
-                scheduled_at_ms: r.get(3),
-                last_heartbeat: db.open_heartbeat(r.get(9)),
-            });
+            claimed.extend(
+                self.claim_limited(worker, names, &queue, room, lease_ms)
+                    .await?,
+            );
         }
-        db.start_heartbeat_clocks(&client, &heartbeat_clocks)
-            .await?;
         Ok(claimed)
     }
 
@@ -1212,6 +1204,22 @@ impl Store for PostgresStore {
         };
         crate::store::sealing::open_payload(db.codec.as_ref(), key.0, "published status", sealed)
             .map(Some)
+    }
+
+    async fn set_queue_limit(&self, queue: &str, limit: QueueLimit) -> Result<(), StoreError> {
+        self.set_limit(queue, limit).await
+    }
+
+    async fn clear_queue_limit(&self, queue: &str) -> Result<bool, StoreError> {
+        self.clear_limit(queue).await
+    }
+
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo, StoreError> {
+        self.info_of(queue).await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.queues().await
     }
 
     fn work_notifier(&self) -> Arc<Notify> {

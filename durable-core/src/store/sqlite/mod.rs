@@ -4,6 +4,7 @@
 
 mod deadline;
 mod heartbeat;
+mod queues;
 mod schedule;
 mod schema;
 #[cfg(test)]
@@ -13,7 +14,8 @@ mod writer;
 use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
+    PendingTimer, QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest,
+    Store,
 };
 use crate::clock;
 use crate::error::StoreError;
@@ -842,6 +844,7 @@ impl Store for SqliteStore {
                     }
                 }
                 let (first, last_id) = shared.append(conn, key, last, &c.events)?;
+                let mut queued = Vec::new();
                 let mut event_ids = std::collections::HashMap::new();
                 let mut timers = Vec::new();
                 for (i, (_, kind)) in c.events.iter().enumerate() {
@@ -864,23 +867,47 @@ impl Store for SqliteStore {
                                 a.seq
                             ))
                         })?;
-                        let (attempt, owner, lease) = if a.local {
-                            (1, Some(c.worker.0.as_str()), now.saturating_add(lease_ms))
-                        } else {
-                            (0, None, 0)
+                        let insert = |local: bool, only_unlimited: bool| -> Result<usize, StoreError> {
+                            let (attempt, owner, lease) = if local {
+                                (1, Some(c.worker.0.as_str()), now.saturating_add(lease_ms))
+                            } else {
+                                (0, None, 0)
+                            };
+                            // A local attempt starts now: so does its heartbeat clock.
+                            let heartbeat_deadline =
+                                heartbeat_timeout.filter(|_| local).map(|t| now.saturating_add(t));
+                            // With `only_unlimited`, nothing is inserted when the task's
+                            // queue has a limit: the check rides in the one INSERT, so
+                            // queues without limits pay no extra statement.
+                            conn.prepare_cached(
+                                "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
+                                 lease_expires_at_ms, available_at_ms, scheduled_at_ms, heartbeat_timeout_ms, heartbeat_deadline_ms)
+                                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12
+                                 WHERE ?13 = 0 OR NOT EXISTS
+                                     (SELECT 1 FROM queue_limits WHERE namespace = ?3 AND task_queue = ?5)",
+                            )
+                            .map_err(sql_err)?
+                            .execute(params![key, a.seq.0, shared.namespace, a.name, a.task_queue, event_id, attempt, owner, lease, now,
+                                heartbeat_timeout, heartbeat_deadline, only_unlimited])
+                            .map_err(sql_err)
                         };
-                        // A local attempt starts now: so does its heartbeat clock.
-                        let heartbeat_deadline =
-                            heartbeat_timeout.filter(|_| a.local).map(|t| now.saturating_add(t));
-                        conn.prepare_cached(
-                            "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
-                             lease_expires_at_ms, available_at_ms, scheduled_at_ms, heartbeat_timeout_ms, heartbeat_deadline_ms)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
-                        )
-                        .map_err(sql_err)?
-                        .execute(params![key, a.seq.0, shared.namespace, a.name, a.task_queue, event_id, attempt, owner, lease, now,
-                            heartbeat_timeout, heartbeat_deadline])
-                        .map_err(sql_err)?;
+                        if insert(a.local, a.local)? == 0 {
+                            // A local attempt on a limited queue: it starts here only if
+                            // the queue has room, and takes it; otherwise a claim starts
+                            // it later.
+                            let room = shared.room(conn, &a.task_queue, now)?;
+                            let starts = room.as_ref().is_none_or(|r| r.allows(now, 1) == 1);
+                            insert(starts, false)?;
+                            if let Some(room) = &room
+                                && starts
+                            {
+                                shared.take_slot(conn, &a.task_queue, key, i64::from(a.seq.0), 1)?;
+                                shared.spend(conn, &a.task_queue, room, now, 1)?;
+                            }
+                            if !starts {
+                                queued.push(a.seq);
+                            }
+                        }
                     }
                     for (seq, duration) in timers {
                         conn.prepare_cached(
@@ -955,10 +982,11 @@ impl Store for SqliteStore {
                 Ok(CommitOutcome {
                     first: EventId(to_u64(first)),
                     last: EventId(to_u64(last_id)),
+                    queued,
                 })
             })
             .await?;
-        if creates_remote_work || continues {
+        if creates_remote_work || continues || !out.queued.is_empty() {
             self.wake_workers();
         }
         Ok(out)
@@ -1069,26 +1097,57 @@ impl Store for SqliteStore {
         let queues_json =
             serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
-        let candidates: Vec<(i64, i64)> = self
+        // Candidates of queues without limits (the query leaves limited queues out, so a
+        // full one cannot crowd the others out of the batch), then of each limited queue
+        // with room, tagged with it: (run_key, seq, limited queue).
+        type Candidate = (i64, i64, Option<String>);
+        let candidates: Vec<Candidate> = self
             .readers
             .submit({
                 let names_json = names_json.clone();
                 move |conn| {
                     let now = clock::host_now_ms();
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
-                             AND (owner IS NULL OR lease_expires_at_ms < ?2)
-                             AND name IN (SELECT value FROM json_each(?3))
-                             AND task_queue IN (SELECT value FROM json_each(?5)) ORDER BY available_at_ms LIMIT ?4",
-                        )
-                        .map_err(sql_err)?;
-                    let rows = stmt
-                        .query_map(params![ns, now, names_json, lim, queues_json], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .map_err(sql_err)?;
-                    rows.collect::<Result<_, _>>().map_err(sql_err)
+                    let mut candidates: Vec<Candidate> = {
+                        let mut stmt = conn
+                            .prepare_cached(
+                                "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
+                                 AND (owner IS NULL OR lease_expires_at_ms < ?2)
+                                 AND name IN (SELECT value FROM json_each(?3))
+                                 AND task_queue IN (SELECT value FROM json_each(?5))
+                                 AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
+                                 ORDER BY available_at_ms LIMIT ?4",
+                            )
+                            .map_err(sql_err)?;
+                        let rows = stmt
+                            .query_map(params![ns, now, names_json, lim, queues_json], |r| {
+                                Ok((r.get(0)?, r.get(1)?, None))
+                            })
+                            .map_err(sql_err)?;
+                        rows.collect::<Result<_, _>>().map_err(sql_err)?
+                    };
+                    for (queue, room) in queues::limited_queues(conn, &ns, &queues_json, now)? {
+                        if room == 0 {
+                            continue;
+                        }
+                        let mut stmt = conn
+                            .prepare_cached(
+                                "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
+                                 AND (owner IS NULL OR lease_expires_at_ms < ?2)
+                                 AND name IN (SELECT value FROM json_each(?3))
+                                 AND task_queue = ?5 ORDER BY available_at_ms LIMIT ?4",
+                            )
+                            .map_err(sql_err)?;
+                        let room = i64::try_from(room).unwrap_or(i64::MAX).min(lim);
+                        let rows = stmt
+                            .query_map(params![ns, now, names_json, room, queue], |r| {
+                                Ok((r.get(0)?, r.get(1)?, Some(queue.clone())))
+                            })
+                            .map_err(sql_err)?;
+                        for row in rows {
+                            candidates.push(row.map_err(sql_err)?);
+                        }
+                    }
+                    Ok(candidates)
                 }
             })
             .await?;
@@ -1101,56 +1160,43 @@ impl Store for SqliteStore {
         self.writer
             .submit(move |conn| {
                 let now = clock::host_now_ms();
+                let until = now.saturating_add(lease_ms);
                 let mut claimed = Vec::new();
-                for (key, seq) in candidates {
-                    type Claimed = (i64, i64, i64, String, String, String, Option<Vec<u8>>);
-                    let row: Option<Claimed> = conn
-                        .prepare_cached(
-                            "UPDATE activity_tasks SET attempt = attempt + 1, owner = ?3, lease_expires_at_ms = ?4,
-                             heartbeat_deadline_ms = NULL
-                             WHERE run_key = ?1 AND seq = ?2 AND available_at_ms <= ?5
-                             AND (owner IS NULL OR lease_expires_at_ms < ?5)
-                             RETURNING attempt, event_id, scheduled_at_ms, name,
-                               (SELECT workflow_id FROM runs WHERE runs.run_key = activity_tasks.run_key),
-                               (SELECT run_id FROM runs WHERE runs.run_key = activity_tasks.run_key),
-                               heartbeat_details",
-                        )
-                        .map_err(sql_err)?
-                        .query_row(params![key, seq, me, now.saturating_add(lease_ms), now], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                        })
-                        .optional()
-                        .map_err(sql_err)?;
-                    let Some((attempt, event_id, scheduled_at_ms, name, workflow_id, run_id, heartbeat)) =
-                        row
-                    else {
-                        continue;
-                    };
-                    let body: Vec<u8> = conn
-                        .prepare_cached("SELECT body FROM events WHERE run_key = ?1 AND event_id = ?2")
-                        .map_err(sql_err)?
-                        .query_row(params![key, event_id], |r| r.get(0))
-                        .map_err(sql_err)?;
-                    let EventKind::ActivityScheduled { input, options, .. } =
-                        shared.decode(key, event_id, body)?
-                    else {
-                        return Err(StoreError::Corrupt(format!(
-                            "event {event_id} of run {key} is not the schedule of activity task {seq}"
-                        )));
-                    };
-                    shared.start_heartbeat_clock(conn, key, seq, options.heartbeat_timeout_ms, now)?;
-                    claimed.push(ActivityTask {
-                        key: RunKey(key),
-                        workflow_id: WorkflowId(workflow_id),
-                        run_id: RunId(run_id),
-                        seq: CommandSeq(u32::try_from(seq).unwrap_or(0)),
-                        name,
-                        input,
-                        options,
-                        attempt: to_u32(attempt),
-                        scheduled_at_ms,
-                        last_heartbeat: shared.open_heartbeat(heartbeat),
-                    });
+                let mut limited: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
+                for (key, seq, queue) in candidates {
+                    match queue {
+                        // A limit set since the read keeps the task for the limited path.
+                        None => claimed
+                            .extend(shared.claim_attempt(conn, key, seq, &me, until, now, true)?),
+                        Some(q) => match limited.iter_mut().find(|(name, _)| *name == q) {
+                            Some((_, tasks)) => tasks.push((key, seq)),
+                            None => limited.push((q, vec![(key, seq)])),
+                        },
+                    }
+                }
+                for (queue, tasks) in limited {
+                    // The limits judged again here, where the starts are written.
+                    let room = shared.room(conn, &queue, now)?;
+                    let allowed = room.as_ref().map_or(u64::MAX, |r| r.allows(now, u64::MAX));
+                    let mut started = 0;
+                    for (key, seq) in tasks {
+                        if started >= allowed {
+                            break;
+                        }
+                        let Some(task) =
+                            shared.claim_attempt(conn, key, seq, &me, until, now, false)?
+                        else {
+                            continue;
+                        };
+                        if room.is_some() {
+                            shared.take_slot(conn, &queue, key, seq, i64::from(task.attempt))?;
+                        }
+                        started += 1;
+                        claimed.push(task);
+                    }
+                    if let Some(room) = &room {
+                        shared.spend(conn, &queue, room, now, started)?;
+                    }
                 }
                 Ok(claimed)
             })
@@ -1639,6 +1685,22 @@ impl Store for SqliteStore {
                     .transpose()
             })
             .await
+    }
+
+    async fn set_queue_limit(&self, queue: &str, limit: QueueLimit) -> Result<(), StoreError> {
+        self.set_limit(queue, limit).await
+    }
+
+    async fn clear_queue_limit(&self, queue: &str) -> Result<bool, StoreError> {
+        self.clear_limit(queue).await
+    }
+
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo, StoreError> {
+        self.info_of(queue).await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.queues().await
     }
 
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {

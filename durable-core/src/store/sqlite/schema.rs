@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
     include_str!("migrations/006_schedules.sql"),
+    include_str!("migrations/007_queue_limits.sql"),
 ];
 
 /// The newest schema version this binary knows.

@@ -381,7 +381,8 @@ async fn commit_appends_contiguous_events_and_moves_inbox_entries() -> TestResul
         out,
         CommitOutcome {
             first: EventId(2),
-            last: EventId(4)
+            last: EventId(4),
+            queued: Vec::new()
         }
     );
     assert!(
@@ -419,7 +420,8 @@ async fn commit_appends_contiguous_events_and_moves_inbox_entries() -> TestResul
         out,
         CommitOutcome {
             first: EventId(5),
-            last: EventId(5)
+            last: EventId(5),
+            queued: Vec::new()
         }
     );
     let info = timed("find_run", store.find_run(&wid("order-1")))
@@ -1094,7 +1096,8 @@ async fn two_hundred_concurrent_commits_all_land() -> TestResult {
             out?,
             CommitOutcome {
                 first: EventId(2),
-                last: EventId(4)
+                last: EventId(4),
+                queued: Vec::new()
             },
             "run {key}"
         );
