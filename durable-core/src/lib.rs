@@ -49,10 +49,11 @@ pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
+pub use context::child::ChildCall;
 pub use context::saga::{FailedCompensation, Saga, SagaError};
 pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
 pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
-pub use event::{ActivityOptions, Event, EventKind};
+pub use event::{ActivityOptions, ChildCancelPolicy, ChildOptions, Event, EventKind};
 pub use executor::{RunIdentity, RunMachine};
 pub use history::HistoryFile;
 pub use ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};

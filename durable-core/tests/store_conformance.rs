@@ -170,7 +170,7 @@ mod pg {
                 .await
                 .expect("reading the migrations table");
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "each migration ran once");
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration ran once");
             drop(client);
             let _ = driver.await;
         })
@@ -314,4 +314,8 @@ conformance_tests!(
     attempts_past_their_heartbeat_timeout_are_retried,
     runs_past_their_execution_timeout_are_ended,
     published_status_is_written_by_commits,
+    child_runs_start_with_the_parent_commit,
+    child_outcomes_reach_the_parent,
+    cancellation_reaches_children_by_policy,
+    a_reset_parent_keeps_its_pending_children,
 );

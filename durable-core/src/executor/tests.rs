@@ -1961,6 +1961,7 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
     }
 }
 
+mod child;
 mod saga;
 mod status;
 mod timeout;

@@ -39,10 +39,15 @@ use crate::payload::Payload;
 use futures::future::{BoxFuture, join_all};
 use std::time::Duration;
 
+mod children;
 mod deadlines;
 mod heartbeats;
 mod status;
 
+pub use children::{
+    a_reset_parent_keeps_its_pending_children, cancellation_reaches_children_by_policy,
+    child_outcomes_reach_the_parent, child_runs_start_with_the_parent_commit,
+};
 pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
@@ -73,6 +78,10 @@ pub const CHECKS: &[&str] = &[
     "attempts_past_their_heartbeat_timeout_are_retried",
     "runs_past_their_execution_timeout_are_ended",
     "published_status_is_written_by_commits",
+    "child_runs_start_with_the_parent_commit",
+    "child_outcomes_reach_the_parent",
+    "cancellation_reaches_children_by_policy",
+    "a_reset_parent_keeps_its_pending_children",
 ];
 
 /// Runs every check in turn on one database.
@@ -130,6 +139,16 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "published_status_is_written_by_commits" => {
             status::published_status_is_written_by_commits(open).await
+        }
+        "child_runs_start_with_the_parent_commit" => {
+            children::child_runs_start_with_the_parent_commit(open).await
+        }
+        "child_outcomes_reach_the_parent" => children::child_outcomes_reach_the_parent(open).await,
+        "cancellation_reaches_children_by_policy" => {
+            children::cancellation_reaches_children_by_policy(open).await
+        }
+        "a_reset_parent_keeps_its_pending_children" => {
+            children::a_reset_parent_keeps_its_pending_children(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

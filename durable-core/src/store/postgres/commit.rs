@@ -14,7 +14,12 @@ impl PostgresStore {
     /// pipeline behind the run's row lock.
     pub(super) async fn commit_activation(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let db = &self.inner;
-        let creates_remote_work = c.activities.iter().any(|a| !a.local);
+        // Child runs started, or a parent's inbox written by a finishing child.
+        let touches_other_runs = c.finish.is_some()
+            || c.events
+                .iter()
+                .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
+        let creates_remote_work = touches_other_runs || c.activities.iter().any(|a| !a.local);
         let key = c.key.0;
         let after = to_i64(c.after.0);
         let lease_ms = span_ms(clock::duration_ms(c.lease));
@@ -85,6 +90,20 @@ impl PostgresStore {
                  WHERE namespace = $1 AND run_key = $2 FOR UPDATE",
             )
             .await?;
+        // A finishing run writes its parent's inbox: the parent's row is locked first,
+        // the lock order of a parent cancelling its children.
+        let lock_parent = match c.finish {
+            Some(_) => Some(
+                db.prepare(
+                    &tx,
+                    "SELECT 1 FROM runs WHERE namespace = $1
+                     AND run_key = (SELECT parent_key FROM runs WHERE namespace = $1 AND run_key = $2)
+                     FOR UPDATE",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let delete_inbox = db
             .prepare(
                 &tx,
@@ -205,6 +224,10 @@ impl PostgresStore {
         // The statements in execution order; the lock comes first.
         let ns = &db.namespace;
         let mut calls: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+        if let Some(stmt) = &lock_parent {
+            calls.push((stmt, vec![ns, &key]));
+        }
+        let lock_at = calls.len();
         calls.push((&lock, vec![ns, &key]));
         let inbox_at = (!c.consumed_inbox.is_empty()).then(|| {
             calls.push((&delete_inbox, vec![ns, &key, &c.consumed_inbox]));
@@ -270,7 +293,10 @@ impl PostgresStore {
         let rows = |i: usize| -> Result<&Vec<tokio_postgres::Row>, StoreError> {
             results[i].as_ref().map_err(Clone::clone)
         };
-        let lock_rows = rows(0)?;
+        for i in 0..lock_at {
+            rows(i)?;
+        }
+        let lock_rows = rows(lock_at)?;
         let Some(row) = lock_rows.first() else {
             return Err(StoreError::Conflict(format!("run {key} does not exist")));
         };
@@ -323,6 +349,15 @@ impl PostgresStore {
             rows(i)?;
         }
         drop(results);
+        if touches_other_runs {
+            db.start_children(&tx, key, &c.events, c.finish.is_some())
+                .await?;
+            if c.finish.is_some()
+                && let Some((_, terminal)) = c.events.iter().rev().find(|(_, k)| k.is_terminal())
+            {
+                db.run_ended(&tx, key, terminal).await?;
+            }
+        }
         tx.commit().await.map_err(|e| db.err(e))?;
         if creates_remote_work {
             self.wake_workers();

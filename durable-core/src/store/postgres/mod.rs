@@ -25,6 +25,7 @@ macro_rules! now_ms {
     };
 }
 
+mod children;
 mod commit;
 mod deadline;
 mod heartbeat;
@@ -34,7 +35,7 @@ mod schema;
 
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
+    PendingTimer, RunFamily, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest, Store,
 };
 use crate::clock;
 use crate::error::StoreError;
@@ -1036,14 +1037,32 @@ impl Store for PostgresStore {
         workflow_id: &WorkflowId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.inner
-            .send_inbound(
-                workflow_id,
-                EventKind::CancelRequested {
-                    reason: reason.to_owned(),
-                },
-            )
+        let db = &self.inner;
+        let mut client = db.client().await?;
+        let mut tried = None;
+        // As `send_inbound`: a reset racing with the request may finish the run found
+        // first; then the new latest run is asked. The run's row is locked first, then
+        // its children's (the lock order).
+        let (tx, key) = loop {
+            let tx = client.transaction().await.map_err(|e| db.err(e))?;
+            let Some((key, _)) = db.latest_run(&tx, workflow_id.as_str(), false).await? else {
+                return Err(StoreError::NotFound(workflow_id.clone()));
+            };
+            let cancel = EventKind::CancelRequested {
+                reason: reason.to_owned(),
+            };
+            if db.append_inbound(&tx, key, cancel).await?.is_some() {
+                break (tx, key);
+            }
+            drop(tx);
+            if tried == Some(key) {
+                return Err(StoreError::Finished(workflow_id.clone()));
+            }
+            tried = Some(key);
+        };
+        db.cancel_requested(&tx, key, workflow_id.as_str(), reason)
             .await?;
+        tx.commit().await.map_err(|e| db.err(e))?;
         self.wake_workers();
         Ok(())
     }
@@ -1185,6 +1204,10 @@ impl Store for PostgresStore {
         };
         crate::store::sealing::open_payload(db.codec.as_ref(), key.0, "published status", sealed)
             .map(Some)
+    }
+
+    async fn run_family(&self, key: RunKey) -> Result<RunFamily, StoreError> {
+        self.family_of(key).await
     }
 
     fn work_notifier(&self) -> Arc<Notify> {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
+    include_str!("migrations/006_child_runs.sql"),
 ];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.

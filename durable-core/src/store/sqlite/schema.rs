@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_execution_timeouts.sql"),
     include_str!("migrations/004_drop_attempts_by_owner.sql"),
     include_str!("migrations/005_published_status.sql"),
+    include_str!("migrations/006_child_runs.sql"),
 ];
 
 /// The newest schema version this binary knows.
