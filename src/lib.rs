@@ -68,11 +68,12 @@
 //!   `--database-url` in the CLI.
 
 pub use durable_core::{
-    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq, Event,
-    EventId, EventKind, FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError,
-    Registry, ReplayError, ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy,
-    RunId, RunIdentity, Saga, SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext,
-    WorkflowError, WorkflowId, clock, divergence_report, error, store,
+    ActivityCall, ActivityContext, ActivityError, ActivityOptions, ChildCall, ChildCancelPolicy,
+    ChildOptions, Command, CommandSeq, Event, EventId, EventKind, FailedCompensation, HistoryFile,
+    Payload, PayloadCodec, PayloadError, Registry, ReplayError, ReplayFileError, ReplayOutcome,
+    ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga, SagaError, Secret, SignalWait,
+    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, divergence_report, error,
+    store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};
@@ -89,8 +90,9 @@ pub use durable_core::testing;
 /// Everything a typical workflow module needs.
 pub mod prelude {
     pub use crate::{
-        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Saga, Secret, Worker,
-        WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
+        ActivityContext, ActivityError, ChildCancelPolicy, Client, Registry, RetryPolicy, Saga,
+        Secret, Worker, WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity,
+        workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -49,7 +49,19 @@ pub(crate) fn example_input(name: &str) -> serde_json::Value {
 /// with `cargo build --example order`.
 pub(crate) fn order_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    BIN.get_or_init(|| example_bin("order"))
+}
+
+/// The fan-out example binary, `target/<profile>/examples/fan_out`, found or built like
+/// [`order_bin`].
+pub(crate) fn fan_out_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| example_bin("fan_out"))
+}
+
+/// The example binary `name`, built when missing or stale.
+fn example_bin(name: &str) -> PathBuf {
+    {
         let exe = std::env::current_exe().expect("the test binary knows its own path");
         let deps = exe
             .parent()
@@ -60,17 +72,17 @@ pub(crate) fn order_bin() -> &'static Path {
             .to_path_buf();
         let bin = profile_dir
             .join("examples")
-            .join(format!("order{}", std::env::consts::EXE_SUFFIX));
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         if is_stale(&bin, &exe) {
-            build_example(&profile_dir, &bin);
+            build_example(&profile_dir, &bin, name);
         }
         assert!(
             bin.is_file(),
-            "the order example is missing at {}; build it with `cargo build --example order`",
+            "the {name} example is missing at {}; build it with `cargo build --example {name}`",
             bin.display()
         );
         bin
-    })
+    }
 }
 
 /// Missing, or older than the test binary (which links the same library code).
@@ -83,11 +95,11 @@ fn is_stale(bin: &Path, test_exe: &Path) -> bool {
     }
 }
 
-fn build_example(profile_dir: &Path, bin: &Path) {
+fn build_example(profile_dir: &Path, bin: &Path, name: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_dir())
-        .args(["build", "--example", "order"]);
+        .args(["build", "--example", name]);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
@@ -97,17 +109,18 @@ fn build_example(profile_dir: &Path, bin: &Path) {
             cmd.args(["--profile", other]);
         }
     }
-    let out = run_with_deadline(cmd, Duration::from_secs(900), "cargo build --example order");
+    let what = format!("cargo build --example {name}");
+    let out = run_with_deadline(cmd, Duration::from_secs(900), &what);
     if out.code != Some(0) {
         // A half-edited workspace may not build; an existing binary still lets the tests run.
         assert!(
             bin.is_file(),
-            "`cargo build --example order` failed ({:?}):\n{}",
+            "`{what}` failed ({:?}):\n{}",
             out.code,
             out.stderr
         );
         eprintln!(
-            "warning: `cargo build --example order` failed; testing the existing {}",
+            "warning: `{what}` failed; testing the existing {}",
             bin.display()
         );
     }
@@ -211,7 +224,18 @@ pub(crate) fn order(db: &Path, args: &[&str]) -> OrderCmd {
 /// The order example with exactly these arguments (none: the happy path of
 /// `cargo run --example order`).
 pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
-    let mut cmd = Command::new(order_bin());
+    example_cmd(order_bin(), "order", args)
+}
+
+/// `fan_out --db <db> <args...>`: the fan-out example's CLI.
+pub(crate) fn fan_out(db: &Path, args: &[&str]) -> OrderCmd {
+    let mut all = vec!["--db".to_owned(), db.display().to_string()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    example_cmd(fan_out_bin(), "fan_out", &all)
+}
+
+fn example_cmd<S: AsRef<str>>(bin: &Path, name: &str, args: &[S]) -> OrderCmd {
+    let mut cmd = Command::new(bin);
     for var in DURABLE_ENV {
         cmd.env_remove(var);
     }
@@ -219,7 +243,7 @@ pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
     let shown: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     OrderCmd {
         cmd,
-        what: format!("order {}", shown.join(" ")),
+        what: format!("{name} {}", shown.join(" ")),
         timeout: QUICK,
     }
 }

@@ -1,0 +1,364 @@
+//! Child workflows end to end, with the fan-out example's worker processes on a real
+//! SQLite file: a batch fans out to twenty child runs; a worker SIGKILLed in the middle
+//! of a fan-out is replaced and each child is started exactly once; cancelling a batch
+//! cancels its children (or leaves them, by policy); a child cancelled on its own is a
+//! `Cancelled` failure the batch handles; `status` shows the family.
+
+use crate::support::{ChildGuard, fan_out, temp_dir, wait_until};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// Generous for a loaded 2-core machine: twenty children of a few dozen milliseconds.
+const FINISH: Duration = Duration::from_secs(60);
+
+fn spawn_worker(db: &Path, log: &Path, lease_ms: &str) -> ChildGuard {
+    fan_out(db, &["worker", "--poll-ms", "20"])
+        .env("DURABLE_LEASE_MS", lease_ms)
+        .spawn(log)
+}
+
+fn start_batch(db: &Path, id: &str, input: Value) {
+    fan_out(
+        db,
+        &["start", "batch", "--id", id, "--input", &input.to_string()],
+    )
+    .run()
+    .ok();
+}
+
+/// The runs of workflow `make_part`, as `list --json` shows them.
+fn parts(db: &Path) -> Vec<Value> {
+    fan_out(
+        db,
+        &[
+            "list",
+            "--workflow",
+            "make_part",
+            "--json",
+            "--limit",
+            "1000",
+        ],
+    )
+    .run()
+    .json_lines()
+}
+
+fn status_json(db: &Path, id: &str) -> Value {
+    let out = fan_out(db, &["status", id, "--json"]).run();
+    out.expect_code(0);
+    serde_json::from_str(out.stdout.trim()).expect("status --json prints one object")
+}
+
+fn history(db: &Path, id: &str) -> Vec<Value> {
+    fan_out(db, &["history", id, "--json"]).run().json_lines()
+}
+
+fn count_kind(history: &[Value], kind: &str) -> usize {
+    history.iter().filter(|e| e["kind"] == kind).count()
+}
+
+#[test]
+fn a_batch_fans_out_to_twenty_children_and_joins_them_in_order() {
+    let dir = temp_dir();
+    let db = dir.path().join("fan.db");
+    let log = dir.path().join("workers.log");
+    let _w1 = spawn_worker(&db, &log, "10000");
+    let _w2 = spawn_worker(&db, &log, "10000");
+    start_batch(
+        &db,
+        "fo-20",
+        json!({"batch_id": "b20", "parts": 20, "work_ms": 20}),
+    );
+    let out = fan_out(&db, &["result", "fo-20", "--wait", "--timeout", "60"])
+        .timeout(FINISH)
+        .run();
+    out.expect_code(0);
+    let result: Value = serde_json::from_str(out.stdout.trim()).expect("the result is JSON");
+    let expected: Vec<String> = (1..=20).map(|i| format!("b20-part-{i}")).collect();
+    assert_eq!(result["made"], json!(expected));
+    assert_eq!(result["cancelled"], json!([]));
+
+    let children = parts(&db);
+    assert_eq!(children.len(), 20, "one child run per part");
+    assert!(children.iter().all(|c| c["status"] == "completed"));
+    let status = status_json(&db, "fo-20");
+    let listed: Vec<&str> = status["children"]
+        .as_array()
+        .expect("status lists the children")
+        .iter()
+        .map(|c| c["workflow_id"].as_str().expect("an id"))
+        .collect();
+    let expected_ids: Vec<String> = (1..=20).map(|i| format!("fo-20/part-{i}")).collect();
+    assert_eq!(listed, expected_ids, "by command number");
+    let child = status_json(&db, "fo-20/part-7");
+    assert_eq!(child["parent"]["workflow_id"], "fo-20");
+    assert_eq!(child["parent"]["seq"], 7);
+    // The table form names the parent too.
+    let text = fan_out(&db, &["status", "fo-20/part-7"]).run();
+    assert!(
+        text.ok().contains("parent:       fo-20 (run "),
+        "{}",
+        text.stdout
+    );
+    let h = history(&db, "fo-20");
+    assert_eq!(count_kind(&h, "ChildStarted"), 20);
+    assert_eq!(count_kind(&h, "ChildCompleted"), 20);
+    assert_eq!(
+        h.iter().position(|e| e["kind"] == "ChildCompleted"),
+        Some(21),
+        "every child starts in the first activation, before any outcome"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_fan_out_is_replaced_and_each_child_starts_once() {
+    let dir = temp_dir();
+    let db = dir.path().join("fan.db");
+    let log = dir.path().join("workers.log");
+    let ledger = dir.path().join("ledger.tsv");
+    let mut first = fan_out(&db, &["worker", "--poll-ms", "20", "--max-activities", "4"])
+        .env("DURABLE_LEASE_MS", "1000")
+        .env("DURABLE_EXAMPLE_LEDGER", &ledger)
+        .spawn(&log);
+    start_batch(
+        &db,
+        "fo-kill",
+        json!({"batch_id": "bk", "parts": 20, "work_ms": 150}),
+    );
+    // Kill it once some children finished and others have not.
+    wait_until(FINISH, "a few children to complete", || {
+        let done = parts(&db)
+            .iter()
+            .filter(|c| c["status"] == "completed")
+            .count();
+        if (3..20).contains(&done) {
+            Ok(done)
+        } else {
+            Err(format!("{done} completed"))
+        }
+    });
+    first.kill();
+    let done_at_kill = parts(&db)
+        .iter()
+        .filter(|c| c["status"] == "completed")
+        .count();
+    assert!(done_at_kill < 20, "the kill came mid fan-out");
+
+    let _second = fan_out(&db, &["worker", "--poll-ms", "20"])
+        .env("DURABLE_LEASE_MS", "1000")
+        .env("DURABLE_EXAMPLE_LEDGER", &ledger)
+        .spawn(&log);
+    let out = fan_out(&db, &["result", "fo-kill", "--wait", "--timeout", "60"])
+        .timeout(FINISH)
+        .run();
+    out.expect_code(0);
+    let result: Value = serde_json::from_str(out.stdout.trim()).expect("the result is JSON");
+    assert_eq!(
+        result["made"].as_array().map(Vec::len),
+        Some(20),
+        "{result}"
+    );
+
+    // Each child was started exactly once: one run per part id, and the parent recorded
+    // one start and one outcome per part.
+    let children = parts(&db);
+    let ids: BTreeSet<&str> = children
+        .iter()
+        .map(|c| c["workflow_id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(children.len(), 20, "no child run was started twice");
+    assert_eq!(ids.len(), 20);
+    let h = history(&db, "fo-kill");
+    assert_eq!(count_kind(&h, "ChildStarted"), 20);
+    assert_eq!(count_kind(&h, "ChildCompleted"), 20);
+    for part in 1..=20 {
+        let ch = history(&db, &format!("fo-kill/part-{part}"));
+        assert_eq!(count_kind(&ch, "RunStarted"), 1);
+        assert_eq!(count_kind(&ch, "RunCompleted"), 1, "part {part}");
+    }
+    // Every part was built; one killed mid-build may have been built twice (activities
+    // run at least once), never more.
+    let ledger = std::fs::read_to_string(&ledger).unwrap_or_default();
+    let builds = ledger.lines().count();
+    assert!((20..=24).contains(&builds), "{builds} builds:\n{ledger}");
+}
+
+#[test]
+fn cancelling_a_batch_cancels_its_children_by_policy() {
+    let dir = temp_dir();
+    let db = dir.path().join("fan.db");
+    let log = dir.path().join("workers.log");
+    let _w = spawn_worker(&db, &log, "10000");
+    start_batch(
+        &db,
+        "fo-cancel",
+        json!({"batch_id": "bc", "parts": 3, "work_ms": 60000}),
+    );
+    start_batch(
+        &db,
+        "fo-abandon",
+        json!({"batch_id": "ba", "parts": 2, "work_ms": 60000, "abandon": true}),
+    );
+    wait_until(FINISH, "the five children to be running", || {
+        let n = parts(&db)
+            .iter()
+            .filter(|c| c["status"] == "running")
+            .count();
+        if n == 5 {
+            Ok(())
+        } else {
+            Err(format!("{n} running"))
+        }
+    });
+    let status = fan_out(&db, &["status", "fo-cancel"]).run();
+    assert!(
+        status
+            .ok()
+            .contains("why:          waiting for child run fo-cancel/part-1"),
+        "{}",
+        status.stdout
+    );
+    for id in ["fo-cancel", "fo-abandon"] {
+        fan_out(&db, &["cancel", id, "--reason", "order withdrawn"])
+            .run()
+            .expect_code(0);
+    }
+    for id in ["fo-cancel", "fo-abandon"] {
+        let out = fan_out(&db, &["result", id, "--wait", "--timeout", "30"])
+            .timeout(FINISH)
+            .run();
+        assert_ne!(out.code, Some(0), "{id} was cancelled: {}", out.stdout);
+        assert!(out.stderr.contains("Cancelled"), "{id}: {}", out.stderr);
+    }
+    wait_until(
+        FINISH,
+        "the request_cancel children to be cancelled",
+        || {
+            let states: Vec<(String, String)> = parts(&db)
+                .iter()
+                .map(|c| {
+                    (
+                        c["workflow_id"].as_str().unwrap_or_default().to_owned(),
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            let cancelled = states
+                .iter()
+                .filter(|(id, s)| id.starts_with("fo-cancel/") && s == "failed")
+                .count();
+            if cancelled == 3 {
+                Ok(())
+            } else {
+                Err(format!("{states:?}"))
+            }
+        },
+    );
+    for part in 1..=3 {
+        let h = history(&db, &format!("fo-cancel/part-{part}"));
+        let cancel = h
+            .iter()
+            .find(|e| e["kind"] == "CancelRequested")
+            .expect("the child got the request");
+        assert!(
+            cancel["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fo-cancel") && r.contains("order withdrawn")),
+            "{cancel}"
+        );
+        let last = h.last().expect("a history");
+        assert_eq!(last["kind"], "RunFailed");
+        assert_eq!(last["error"]["kind"], "Cancelled");
+    }
+    // Abandoned children run on, untouched.
+    for part in 1..=2 {
+        let s = status_json(&db, &format!("fo-abandon/part-{part}"));
+        assert_eq!(s["run"]["status"], "running");
+        assert_eq!(
+            count_kind(
+                &history(&db, &format!("fo-abandon/part-{part}")),
+                "CancelRequested"
+            ),
+            0
+        );
+    }
+    let family = status_json(&db, "fo-abandon");
+    assert!(
+        family["children"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["cancel_policy"] == "abandon")),
+        "{family}"
+    );
+}
+
+#[test]
+fn a_child_cancelled_on_its_own_is_a_failure_the_batch_handles() {
+    let dir = temp_dir();
+    let db = dir.path().join("fan.db");
+    let log = dir.path().join("workers.log");
+    let _w = spawn_worker(&db, &log, "10000");
+    start_batch(
+        &db,
+        "fo-one",
+        json!({"batch_id": "b1", "parts": 3, "work_ms": 1500}),
+    );
+    wait_until(FINISH, "part 2 to be running", || {
+        let s = fan_out(&db, &["status", "fo-one/part-2", "--json"]).run();
+        if s.code == Some(0) {
+            Ok(())
+        } else {
+            Err(s.stderr)
+        }
+    });
+    fan_out(&db, &["cancel", "fo-one/part-2"])
+        .run()
+        .expect_code(0);
+    let out = fan_out(&db, &["result", "fo-one", "--wait", "--timeout", "30"])
+        .timeout(FINISH)
+        .run();
+    out.expect_code(0);
+    let result: Value = serde_json::from_str(out.stdout.trim()).expect("the result is JSON");
+    assert_eq!(result["made"], json!(["b1-part-1", "b1-part-3"]));
+    assert_eq!(result["cancelled"], json!([2]));
+    let h = history(&db, "fo-one");
+    let failed = h
+        .iter()
+        .find(|e| e["kind"] == "ChildFailed")
+        .expect("the cancellation reached the batch");
+    assert_eq!(failed["seq"], 2);
+    assert_eq!(failed["error"]["kind"], "Cancelled");
+}
+
+#[test]
+fn a_failed_child_fails_the_batch_with_its_kind() {
+    let dir = temp_dir();
+    let db = dir.path().join("fan.db");
+    let out = fan_out(
+        &db,
+        &[
+            "run",
+            "batch",
+            "--id",
+            "fo-defect",
+            "--input",
+            &json!({"batch_id": "bd", "parts": 3, "work_ms": 10, "fail_part": 2}).to_string(),
+        ],
+    )
+    .timeout(FINISH)
+    .run();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect::<Vec<_>>(),
+        ["error: run 'fo-defect' failed: PartDefect: part 2 of bd failed inspection"],
+        "the child's kind and message reach the batch's failure"
+    );
+    let h = history(&db, "fo-defect");
+    let last = h.last().expect("a history");
+    assert_eq!(last["kind"], "RunFailed");
+    assert_eq!(last["error"]["kind"], "PartDefect");
+}
