@@ -55,6 +55,14 @@
 //! on a thread without a tokio runtime, so indirect uses fail with a clear error.
 //! Version changes for runs in flight with [`WorkflowContext::patched`].
 //!
+//! # Child workflows
+//!
+//! [`WorkflowContext::child`] starts another workflow's run as a child and awaits its
+//! outcome, typed like an activity call; awaited together, many children start in one
+//! activation (fan-out). The start is a recorded command, the store creates the child in
+//! the same transaction, and whatever ends the child delivers its outcome to the parent.
+//! A parent's cancellation reaches its children by their [`ChildCancelPolicy`].
+//!
 //! # Queries
 //!
 //! [`WorkflowContext::set_status`] publishes what a run is doing now, outside its history
