@@ -362,3 +362,189 @@ fn a_failed_child_fails_the_batch_with_its_kind() {
     assert_eq!(last["kind"], "RunFailed");
     assert_eq!(last["error"]["kind"], "PartDefect");
 }
+
+// --- in process, through the Client ---------------------------------------------------
+
+mod in_process {
+    use crate::workflows::{Running, WAIT, open};
+    use durable::prelude::*;
+    use durable::{ClientError, EventKind};
+    use std::time::Duration;
+
+    /// A chain of `depth` nested children; the innermost waits for a signal that never
+    /// comes.
+    #[workflow]
+    async fn chain(ctx: WorkflowContext, depth: u32) -> Result<u32, WorkflowError> {
+        if depth == 0 {
+            let () = ctx.signal("never").await?;
+            return Ok(0);
+        }
+        Ok(ctx.child::<chain>(depth - 1).await? + 1)
+    }
+
+    /// Starts a child `chain(0)` under the given id and reports how it ended.
+    #[workflow]
+    async fn supervise(
+        ctx: WorkflowContext,
+        (id, timeout_ms): (String, u64),
+    ) -> Result<String, WorkflowError> {
+        let mut call = ctx.child::<chain>(0).workflow_id(id);
+        if timeout_ms > 0 {
+            call = call.execution_timeout(Duration::from_millis(timeout_ms));
+        }
+        match call.await {
+            Ok(n) => Ok(format!("finished with {n}")),
+            Err(e) if e.is("ExecutionTimeout") => Ok(format!("gave up: {}", e.message())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new().workflow::<chain>().workflow::<supervise>()
+    }
+
+    async fn wait_for_family(
+        client: &Client,
+        id: &str,
+        children: usize,
+    ) -> durable::store::RunFamily {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(f) = client.family(&WorkflowId::from(id)).await
+                && f.children.len() == children
+            {
+                return f;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {id} never had {children} children"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn failure(client: &Client, id: &str) -> WorkflowError {
+        match client.result::<chain>(id, WAIT).await {
+            Err(ClientError::Failed { error, .. }) => error,
+            other => panic!("expected run {id} to fail, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_the_root_cancels_children_and_grandchildren() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir.path().join("c.db"));
+        let worker = Running::start(store.clone(), registry());
+        let client = Client::new(store);
+        client.start::<chain>("root", &2).await.expect("start");
+        let child = wait_for_family(&client, "root", 1).await.children[0].clone();
+        assert_eq!(child.workflow, "chain");
+        let grandchild = wait_for_family(&client, child.workflow_id.as_str(), 1)
+            .await
+            .children[0]
+            .clone();
+        assert!(
+            grandchild
+                .workflow_id
+                .as_str()
+                .starts_with(child.workflow_id.as_str()),
+            "derived ids nest: {} under {}",
+            grandchild.workflow_id,
+            child.workflow_id
+        );
+        let up = client
+            .family(&grandchild.workflow_id)
+            .await
+            .expect("family");
+        assert_eq!(up.parent.expect("a parent").workflow_id, child.workflow_id);
+
+        client
+            .cancel(&WorkflowId::from("root"), "shutting the line down")
+            .await
+            .expect("cancel");
+        for id in [
+            "root",
+            child.workflow_id.as_str(),
+            grandchild.workflow_id.as_str(),
+        ] {
+            let error = failure(&client, id).await;
+            assert_eq!(error.kind(), "Cancelled", "{id}: {error}");
+        }
+        let history = client
+            .history(&grandchild.workflow_id)
+            .await
+            .expect("history");
+        let reason = history
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::CancelRequested { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("the grandchild was asked");
+        assert!(reason.contains("shutting the line down"), "{reason}");
+        worker.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_id_in_use_fails_the_parent_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir.path().join("c.db"));
+        let worker = Running::start(store.clone(), registry());
+        let client = Client::new(store);
+        client.start::<chain>("taken", &0).await.expect("start");
+        client
+            .start::<supervise>("sup", &("taken".to_owned(), 0))
+            .await
+            .expect("start");
+        match client.result::<supervise>("sup", WAIT).await {
+            Err(ClientError::Failed { error, .. }) => {
+                assert_eq!(error.kind(), "WorkflowIdInUse");
+                assert!(error.message().contains("'taken'"), "{error}");
+            }
+            other => panic!("expected WorkflowIdInUse, got {other:?}"),
+        }
+        let runs = client
+            .list(durable::store::RunFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(
+            runs.iter()
+                .filter(|r| r.workflow_id.as_str() == "taken")
+                .count(),
+            1,
+            "the taken id was left alone"
+        );
+        assert!(
+            client
+                .family(&WorkflowId::from("sup"))
+                .await
+                .expect("family")
+                .children
+                .is_empty()
+        );
+        worker.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_past_its_execution_timeout_is_a_failure_the_parent_sees() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir.path().join("c.db"));
+        let worker = Running::start(store.clone(), registry());
+        let client = Client::new(store);
+        client
+            .start::<supervise>("slow", &("slow/child".to_owned(), 300))
+            .await
+            .expect("start");
+        let out = client
+            .result::<supervise>("slow", WAIT)
+            .await
+            .expect("the parent handles the timeout");
+        assert_eq!(out, "gave up: execution timeout of 300ms exceeded");
+        let info = client
+            .status(&WorkflowId::from("slow/child"))
+            .await
+            .expect("status");
+        assert_eq!(info.status, durable::store::RunStatus::Failed);
+        worker.stop().await;
+    }
+}
