@@ -511,6 +511,32 @@ pub async fn cancellation_reaches_children_by_policy(open: Opener<'_>) {
         status_of(&store, "cc-ending").await.status,
         RunStatus::Failed
     );
+
+    // Children started by the very commit that finishes their parent: the
+    // request_cancel one is asked at once, the abandon one runs on (fire and forget).
+    let firing = start(&store, "cc-fire").await;
+    commit_run(
+        &store,
+        &w,
+        &firing,
+        1,
+        vec![
+            child_started(1, "cc-fire-cancel", ChildCancelPolicy::RequestCancel, None),
+            child_started(2, "cc-fire-forget", ChildCancelPolicy::Abandon, None),
+            EventKind::RunCompleted {
+                output: payload("fired"),
+            },
+        ],
+    )
+    .await;
+    let asked = run_of(&store, "cc-fire-cancel").await;
+    assert_eq!(cancels(inbox_kinds(&store, &asked).await), 1);
+    let forgotten = run_of(&store, "cc-fire-forget").await;
+    assert_eq!(cancels(inbox_kinds(&store, &forgotten).await), 0);
+    assert_eq!(
+        status_of(&store, "cc-fire-forget").await.status,
+        RunStatus::Running
+    );
 }
 
 /// A reset of a parent gives the new run the children started before the cut and not

@@ -14,6 +14,35 @@ use crate::ids::{CommandSeq, RunId, RunKey, WorkflowId};
 use crate::store::{ChildRun, ParentRun, RunFamily, RunStatus, outcome_for_parent};
 use deadpool_postgres::GenericClient;
 
+/// What the end of a run must pass on: its parent, and whether it has children to ask to
+/// cancel. Parameters: namespace, run key.
+pub(super) const RUN_END_SQL: &str = "SELECT parent_key, parent_seq, workflow_id,
+     EXISTS (SELECT 1 FROM runs c WHERE c.namespace = $1 AND c.parent_key = $2
+             AND c.status IN ('running', 'suspended') AND c.cancel_policy = 'request_cancel'
+             AND NOT c.cancel_requested)
+     FROM runs WHERE namespace = $1 AND run_key = $2";
+
+/// A row of [`RUN_END_SQL`].
+pub(super) struct RunEnd {
+    parent_key: Option<i64>,
+    parent_seq: Option<i64>,
+    workflow_id: String,
+    /// Read before this commit's own children were started: set it when the commit
+    /// starts any, so they are asked too.
+    pub(super) children_to_cancel: bool,
+}
+
+impl RunEnd {
+    pub(super) fn from_row(row: &tokio_postgres::Row) -> Self {
+        RunEnd {
+            parent_key: row.get(0),
+            parent_seq: row.get(1),
+            workflow_id: row.get(2),
+            children_to_cancel: row.get(3),
+        }
+    }
+}
+
 fn to_seq(v: i64) -> CommandSeq {
     CommandSeq(u32::try_from(v).unwrap_or(0))
 }
@@ -136,29 +165,39 @@ impl Inner {
         terminal: &EventKind,
     ) -> Result<(), StoreError> {
         let Some(row) = self
-            .query_opt(
-                c,
-                "SELECT parent_key, parent_seq, workflow_id FROM runs WHERE namespace = $1 AND run_key = $2",
-                &[&self.namespace, &key],
-            )
+            .query_opt(c, RUN_END_SQL, &[&self.namespace, &key])
             .await?
         else {
             return Ok(());
         };
-        let parent_key: Option<i64> = row.get(0);
-        let parent_seq: Option<i64> = row.get(1);
-        let workflow_id: String = row.get(2);
-        if let (Some(parent_key), Some(parent_seq)) = (parent_key, parent_seq)
+        self.deliver_end(c, key, &RunEnd::from_row(&row), terminal)
+            .await
+    }
+
+    /// [`Inner::run_ended`] with the run's [`RUN_END_SQL`] row already read (a commit
+    /// reads it in its pipeline): nothing more is sent for a run without a parent or
+    /// children to cancel.
+    pub(super) async fn deliver_end(
+        &self,
+        c: &impl GenericClient,
+        key: i64,
+        end: &RunEnd,
+        terminal: &EventKind,
+    ) -> Result<(), StoreError> {
+        if let (Some(parent_key), Some(parent_seq)) = (end.parent_key, end.parent_seq)
             && let Some(outcome) = outcome_for_parent(to_seq(parent_seq), terminal)
         {
             self.append_inbound(c, parent_key, outcome).await?;
         }
-        self.cancel_children(
-            c,
-            key,
-            &format!("the parent run '{workflow_id}' ended before this run"),
-        )
-        .await
+        if end.children_to_cancel {
+            self.cancel_children(
+                c,
+                key,
+                &format!("the parent run '{}' ended before this run", end.workflow_id),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Asks the running (or suspended) children of `key` with the `request_cancel`

@@ -210,6 +210,12 @@ impl PostgresStore {
             ),
             None => None,
         };
+        // What the run's end passes on (its parent, children to cancel), read in the
+        // pipeline so a run with neither costs no round trip more.
+        let run_end = match c.finish {
+            Some(_) => Some(db.prepare(&tx, super::children::RUN_END_SQL).await?),
+            None => None,
+        };
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -278,6 +284,10 @@ impl PostgresStore {
                 calls.push((&finish_run, vec![ns, &key, &last_id, status]));
             }
         }
+        let run_end_at = run_end.as_ref().map(|stmt| {
+            calls.push((stmt, vec![ns, &key]));
+            calls.len() - 1
+        });
         if let (Some(stmt), Some(bytes)) = (&publish, &published) {
             calls.push((stmt, vec![ns, &key, bytes]));
         }
@@ -348,14 +358,26 @@ impl PostgresStore {
         for i in 0..results.len() {
             rows(i)?;
         }
+        let starts_children = c
+            .events
+            .iter()
+            .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
+        let end = match run_end_at {
+            Some(i) => rows(i)?.first().map(|row| {
+                let mut end = super::children::RunEnd::from_row(row);
+                end.children_to_cancel |= starts_children;
+                end
+            }),
+            None => None,
+        };
         drop(results);
         if touches_other_runs {
             db.start_children(&tx, key, &c.events, c.finish.is_some())
                 .await?;
-            if c.finish.is_some()
+            if let Some(end) = &end
                 && let Some((_, terminal)) = c.events.iter().rev().find(|(_, k)| k.is_terminal())
             {
-                db.run_ended(&tx, key, terminal).await?;
+                db.deliver_end(&tx, key, end, terminal).await?;
             }
         }
         tx.commit().await.map_err(|e| db.err(e))?;
