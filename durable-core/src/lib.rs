@@ -14,6 +14,9 @@
 //! - An *activation* applies one inbound event and polls the code until it can make no
 //!   more progress; its commands are appended in the same transaction.
 //! - Each run is owned through a *lease* whose *fencing token* every append checks.
+//! - A run may start *child runs* ([`WorkflowContext::child`]): each is a run of its own,
+//!   created by the commit that records its start, whose outcome comes back to the
+//!   parent as an inbound event.
 //!
 //! # Determinism
 //!

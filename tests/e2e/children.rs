@@ -2,9 +2,11 @@
 //! SQLite file: a batch fans out to twenty child runs; a worker SIGKILLed in the middle
 //! of a fan-out is replaced and each child is started exactly once; cancelling a batch
 //! cancels its children (or leaves them, by policy); a child cancelled on its own is a
-//! `Cancelled` failure the batch handles; `status` shows the family.
+//! `Cancelled` failure the batch handles; `status` shows the family. The kill and cancel
+//! tests run on PostgreSQL too when `DURABLE_TEST_DATABASE_URL` names a server (in a
+//! schema of their own, dropped after); without it they print why they skip.
 
-use crate::support::{ChildGuard, fan_out, temp_dir, wait_until};
+use crate::support::{ChildGuard, Target, fan_out, temp_dir, wait_until};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,13 +15,13 @@ use std::time::Duration;
 /// Generous for a loaded 2-core machine: twenty children of a few dozen milliseconds.
 const FINISH: Duration = Duration::from_secs(60);
 
-fn spawn_worker(db: &Path, log: &Path, lease_ms: &str) -> ChildGuard {
+fn spawn_worker(db: &Target, log: &Path, lease_ms: &str) -> ChildGuard {
     fan_out(db, &["worker", "--poll-ms", "20"])
         .env("DURABLE_LEASE_MS", lease_ms)
         .spawn(log)
 }
 
-fn start_batch(db: &Path, id: &str, input: Value) {
+fn start_batch(db: &Target, id: &str, input: Value) {
     fan_out(
         db,
         &["start", "batch", "--id", id, "--input", &input.to_string()],
@@ -29,7 +31,7 @@ fn start_batch(db: &Path, id: &str, input: Value) {
 }
 
 /// The runs of workflow `make_part`, as `list --json` shows them.
-fn parts(db: &Path) -> Vec<Value> {
+fn parts(db: &Target) -> Vec<Value> {
     fan_out(
         db,
         &[
@@ -45,13 +47,13 @@ fn parts(db: &Path) -> Vec<Value> {
     .json_lines()
 }
 
-fn status_json(db: &Path, id: &str) -> Value {
+fn status_json(db: &Target, id: &str) -> Value {
     let out = fan_out(db, &["status", id, "--json"]).run();
     out.expect_code(0);
     serde_json::from_str(out.stdout.trim()).expect("status --json prints one object")
 }
 
-fn history(db: &Path, id: &str) -> Vec<Value> {
+fn history(db: &Target, id: &str) -> Vec<Value> {
     fan_out(db, &["history", id, "--json"]).run().json_lines()
 }
 
@@ -62,7 +64,7 @@ fn count_kind(history: &[Value], kind: &str) -> usize {
 #[test]
 fn a_batch_fans_out_to_twenty_children_and_joins_them_in_order() {
     let dir = temp_dir();
-    let db = dir.path().join("fan.db");
+    let db = Target::Sqlite(dir.path().join("fan.db"));
     let log = dir.path().join("workers.log");
     let _w1 = spawn_worker(&db, &log, "10000");
     let _w2 = spawn_worker(&db, &log, "10000");
@@ -115,21 +117,27 @@ fn a_batch_fans_out_to_twenty_children_and_joins_them_in_order() {
 #[test]
 fn a_worker_killed_mid_fan_out_is_replaced_and_each_child_starts_once() {
     let dir = temp_dir();
-    let db = dir.path().join("fan.db");
-    let log = dir.path().join("workers.log");
-    let ledger = dir.path().join("ledger.tsv");
-    let mut first = fan_out(&db, &["worker", "--poll-ms", "20", "--max-activities", "4"])
+    let db = Target::Sqlite(dir.path().join("fan.db"));
+    killed_worker_mid_fan_out(&db, dir.path());
+}
+
+/// The kill test on any store: a worker SIGKILLed once some children finished, a
+/// replacement finishing the batch, one run and one start per child.
+fn killed_worker_mid_fan_out(db: &Target, dir: &Path) {
+    let log = dir.join("workers.log");
+    let ledger = dir.join("ledger.tsv");
+    let mut first = fan_out(db, &["worker", "--poll-ms", "20", "--max-activities", "4"])
         .env("DURABLE_LEASE_MS", "1000")
         .env("DURABLE_EXAMPLE_LEDGER", &ledger)
         .spawn(&log);
     start_batch(
-        &db,
+        db,
         "fo-kill",
         json!({"batch_id": "bk", "parts": 20, "work_ms": 150}),
     );
     // Kill it once some children finished and others have not.
     wait_until(FINISH, "a few children to complete", || {
-        let done = parts(&db)
+        let done = parts(db)
             .iter()
             .filter(|c| c["status"] == "completed")
             .count();
@@ -140,17 +148,17 @@ fn a_worker_killed_mid_fan_out_is_replaced_and_each_child_starts_once() {
         }
     });
     first.kill();
-    let done_at_kill = parts(&db)
+    let done_at_kill = parts(db)
         .iter()
         .filter(|c| c["status"] == "completed")
         .count();
     assert!(done_at_kill < 20, "the kill came mid fan-out");
 
-    let _second = fan_out(&db, &["worker", "--poll-ms", "20"])
+    let _second = fan_out(db, &["worker", "--poll-ms", "20"])
         .env("DURABLE_LEASE_MS", "1000")
         .env("DURABLE_EXAMPLE_LEDGER", &ledger)
         .spawn(&log);
-    let out = fan_out(&db, &["result", "fo-kill", "--wait", "--timeout", "60"])
+    let out = fan_out(db, &["result", "fo-kill", "--wait", "--timeout", "60"])
         .timeout(FINISH)
         .run();
     out.expect_code(0);
@@ -163,18 +171,18 @@ fn a_worker_killed_mid_fan_out_is_replaced_and_each_child_starts_once() {
 
     // Each child was started exactly once: one run per part id, and the parent recorded
     // one start and one outcome per part.
-    let children = parts(&db);
+    let children = parts(db);
     let ids: BTreeSet<&str> = children
         .iter()
         .map(|c| c["workflow_id"].as_str().expect("an id"))
         .collect();
     assert_eq!(children.len(), 20, "no child run was started twice");
     assert_eq!(ids.len(), 20);
-    let h = history(&db, "fo-kill");
+    let h = history(db, "fo-kill");
     assert_eq!(count_kind(&h, "ChildStarted"), 20);
     assert_eq!(count_kind(&h, "ChildCompleted"), 20);
     for part in 1..=20 {
-        let ch = history(&db, &format!("fo-kill/part-{part}"));
+        let ch = history(db, &format!("fo-kill/part-{part}"));
         assert_eq!(count_kind(&ch, "RunStarted"), 1);
         assert_eq!(count_kind(&ch, "RunCompleted"), 1, "part {part}");
     }
@@ -188,21 +196,27 @@ fn a_worker_killed_mid_fan_out_is_replaced_and_each_child_starts_once() {
 #[test]
 fn cancelling_a_batch_cancels_its_children_by_policy() {
     let dir = temp_dir();
-    let db = dir.path().join("fan.db");
-    let log = dir.path().join("workers.log");
-    let _w = spawn_worker(&db, &log, "10000");
+    let db = Target::Sqlite(dir.path().join("fan.db"));
+    cancel_by_policy(&db, dir.path());
+}
+
+/// The cancel test on any store: request_cancel children are cancelled with the batch,
+/// abandon children run on.
+fn cancel_by_policy(db: &Target, dir: &Path) {
+    let log = dir.join("workers.log");
+    let _w = spawn_worker(db, &log, "10000");
     start_batch(
-        &db,
+        db,
         "fo-cancel",
         json!({"batch_id": "bc", "parts": 3, "work_ms": 60000}),
     );
     start_batch(
-        &db,
+        db,
         "fo-abandon",
         json!({"batch_id": "ba", "parts": 2, "work_ms": 60000, "abandon": true}),
     );
     wait_until(FINISH, "the five children to be running", || {
-        let n = parts(&db)
+        let n = parts(db)
             .iter()
             .filter(|c| c["status"] == "running")
             .count();
@@ -212,7 +226,7 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
             Err(format!("{n} running"))
         }
     });
-    let status = fan_out(&db, &["status", "fo-cancel"]).run();
+    let status = fan_out(db, &["status", "fo-cancel"]).run();
     assert!(
         status
             .ok()
@@ -221,12 +235,12 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
         status.stdout
     );
     for id in ["fo-cancel", "fo-abandon"] {
-        fan_out(&db, &["cancel", id, "--reason", "order withdrawn"])
+        fan_out(db, &["cancel", id, "--reason", "order withdrawn"])
             .run()
             .expect_code(0);
     }
     for id in ["fo-cancel", "fo-abandon"] {
-        let out = fan_out(&db, &["result", id, "--wait", "--timeout", "30"])
+        let out = fan_out(db, &["result", id, "--wait", "--timeout", "30"])
             .timeout(FINISH)
             .run();
         assert_ne!(out.code, Some(0), "{id} was cancelled: {}", out.stdout);
@@ -236,7 +250,7 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
         FINISH,
         "the request_cancel children to be cancelled",
         || {
-            let states: Vec<(String, String)> = parts(&db)
+            let states: Vec<(String, String)> = parts(db)
                 .iter()
                 .map(|c| {
                     (
@@ -257,7 +271,7 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
         },
     );
     for part in 1..=3 {
-        let h = history(&db, &format!("fo-cancel/part-{part}"));
+        let h = history(db, &format!("fo-cancel/part-{part}"));
         let cancel = h
             .iter()
             .find(|e| e["kind"] == "CancelRequested")
@@ -274,17 +288,17 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
     }
     // Abandoned children run on, untouched.
     for part in 1..=2 {
-        let s = status_json(&db, &format!("fo-abandon/part-{part}"));
+        let s = status_json(db, &format!("fo-abandon/part-{part}"));
         assert_eq!(s["run"]["status"], "running");
         assert_eq!(
             count_kind(
-                &history(&db, &format!("fo-abandon/part-{part}")),
+                &history(db, &format!("fo-abandon/part-{part}")),
                 "CancelRequested"
             ),
             0
         );
     }
-    let family = status_json(&db, "fo-abandon");
+    let family = status_json(db, "fo-abandon");
     assert!(
         family["children"]
             .as_array()
@@ -296,7 +310,7 @@ fn cancelling_a_batch_cancels_its_children_by_policy() {
 #[test]
 fn a_child_cancelled_on_its_own_is_a_failure_the_batch_handles() {
     let dir = temp_dir();
-    let db = dir.path().join("fan.db");
+    let db = Target::Sqlite(dir.path().join("fan.db"));
     let log = dir.path().join("workers.log");
     let _w = spawn_worker(&db, &log, "10000");
     start_batch(
@@ -334,7 +348,7 @@ fn a_child_cancelled_on_its_own_is_a_failure_the_batch_handles() {
 #[test]
 fn a_failed_child_fails_the_batch_with_its_kind() {
     let dir = temp_dir();
-    let db = dir.path().join("fan.db");
+    let db = Target::Sqlite(dir.path().join("fan.db"));
     let out = fan_out(
         &db,
         &[
@@ -361,6 +375,85 @@ fn a_failed_child_fails_the_batch_with_its_kind() {
     let last = h.last().expect("a history");
     assert_eq!(last["kind"], "RunFailed");
     assert_eq!(last["error"]["kind"], "PartDefect");
+}
+
+// --- the same on PostgreSQL --------------------------------------------------------
+
+/// The server of `DURABLE_TEST_DATABASE_URL` and a fresh schema name, or why the
+/// PostgreSQL tests skip. The schema is dropped when the guard drops.
+fn postgres(test: &str) -> Option<(Target, SchemaGuard)> {
+    let Ok(url) = std::env::var("DURABLE_TEST_DATABASE_URL") else {
+        println!("skipping {test} on PostgreSQL: DURABLE_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let schema = format!("e2e_children_{}_{nanos}", std::process::id());
+    let guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    if let Err(e) = guard.execute("SELECT 1") {
+        println!("skipping {test} on PostgreSQL: cannot reach {url}: {e}");
+        return None;
+    }
+    Some((Target::Postgres { url, schema }, guard))
+}
+
+/// Drops a test schema when dropped.
+struct SchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl SchemaGuard {
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+            let driver = tokio::spawn(connection);
+            let result = client.batch_execute(sql).await.map_err(|e| e.to_string());
+            drop(client);
+            let _ = driver.await;
+            result
+        })
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)) {
+            eprintln!("could not drop test schema {}: {e}", self.schema);
+        }
+    }
+}
+
+#[test]
+fn on_postgres_a_killed_worker_is_replaced_and_each_child_starts_once() {
+    let Some((db, _schema)) = postgres("the fan-out kill test") else {
+        return;
+    };
+    let dir = temp_dir();
+    killed_worker_mid_fan_out(&db, dir.path());
+}
+
+#[test]
+fn on_postgres_cancelling_a_batch_cancels_its_children_by_policy() {
+    let Some((db, _schema)) = postgres("the fan-out cancel test") else {
+        return;
+    };
+    let dir = temp_dir();
+    cancel_by_policy(&db, dir.path());
 }
 
 // --- in process, through the Client ---------------------------------------------------

@@ -227,9 +227,36 @@ pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
     example_cmd(order_bin(), "order", args)
 }
 
-/// `fan_out --db <db> <args...>`: the fan-out example's CLI.
-pub(crate) fn fan_out(db: &Path, args: &[&str]) -> OrderCmd {
-    let mut all = vec!["--db".to_owned(), db.display().to_string()];
+/// The store a command of an example works on.
+pub(crate) enum Target {
+    /// A SQLite file (`--db`).
+    Sqlite(PathBuf),
+    /// A schema of a PostgreSQL database (`--database-url`, `--database-schema`).
+    Postgres {
+        /// The server.
+        url: String,
+        /// The schema, created by the first command.
+        schema: String,
+    },
+}
+
+impl Target {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Sqlite(path) => vec!["--db".to_owned(), path.display().to_string()],
+            Target::Postgres { url, schema } => vec![
+                "--database-url".to_owned(),
+                url.clone(),
+                "--database-schema".to_owned(),
+                schema.clone(),
+            ],
+        }
+    }
+}
+
+/// `fan_out <store options> <args...>`: the fan-out example's CLI.
+pub(crate) fn fan_out(db: &Target, args: &[&str]) -> OrderCmd {
+    let mut all = db.args();
     all.extend(args.iter().map(|a| (*a).to_owned()));
     example_cmd(fan_out_bin(), "fan_out", &all)
 }
