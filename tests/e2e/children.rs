@@ -492,8 +492,24 @@ mod in_process {
         }
     }
 
+    /// Answers its input's length.
+    #[workflow]
+    async fn measure(_ctx: WorkflowContext, text: String) -> Result<usize, WorkflowError> {
+        Ok(text.len())
+    }
+
+    /// Starts `measure` with a text of `len` bytes.
+    #[workflow]
+    async fn oversized(ctx: WorkflowContext, len: usize) -> Result<usize, WorkflowError> {
+        ctx.child::<measure>("x".repeat(len)).await
+    }
+
     fn registry() -> Registry {
-        Registry::new().workflow::<chain>().workflow::<supervise>()
+        Registry::new()
+            .workflow::<chain>()
+            .workflow::<supervise>()
+            .workflow::<measure>()
+            .workflow::<oversized>()
     }
 
     async fn wait_for_family(
@@ -639,5 +655,67 @@ mod in_process {
             .expect("status");
         assert_eq!(info.status, durable::store::RunStatus::Failed);
         worker.stop().await;
+    }
+
+    /// A child input over the worker's payload limit suspends the parent with the reason,
+    /// like an activity input would, and starts no child.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_input_over_the_payload_limit_suspends_the_parent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir.path().join("c.db"));
+        let options = WorkerOptions {
+            max_payload_bytes: 2048,
+            ..crate::workflows::fast_options()
+        };
+        let worker = Worker::new(store.clone(), registry(), options);
+        let stop = worker.shutdown_handle();
+        let task = tokio::spawn(worker.run());
+        let client = Client::new(store);
+        client
+            .start::<oversized>("big", &10_000)
+            .await
+            .expect("start");
+        client
+            .start::<oversized>("small", &100)
+            .await
+            .expect("start");
+        assert_eq!(
+            client
+                .result::<oversized>("small", WAIT)
+                .await
+                .expect("small fits"),
+            100
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let info = loop {
+            let info = client
+                .status(&WorkflowId::from("big"))
+                .await
+                .expect("status");
+            if info.status == durable::store::RunStatus::Suspended {
+                break info;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never suspended: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let reason = info.reason.unwrap_or_default();
+        assert!(
+            reason.contains("the input of child workflow measure (command 1)"),
+            "{reason}"
+        );
+        assert!(
+            client
+                .family(&WorkflowId::from("big"))
+                .await
+                .expect("family")
+                .children
+                .is_empty(),
+            "no child was started"
+        );
+        stop.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
     }
 }
