@@ -55,6 +55,14 @@
 //! on a thread without a tokio runtime, so indirect uses fail with a clear error.
 //! Version changes for runs in flight with [`WorkflowContext::patched`].
 //!
+//! # Child workflows
+//!
+//! [`WorkflowContext::child`] starts another workflow's run as a child and awaits its
+//! outcome, typed like an activity call; awaited together, many children start in one
+//! activation (fan-out). The start is a recorded command, the store creates the child in
+//! the same transaction, and whatever ends the child delivers its outcome to the parent.
+//! A parent's cancellation reaches its children by their [`ChildCancelPolicy`].
+//!
 //! # Queries
 //!
 //! [`WorkflowContext::set_status`] publishes what a run is doing now, outside its history
@@ -93,12 +101,12 @@
 
 pub use durable_core::store::{QueueInfo, QueueLimit, RateLimit};
 pub use durable_core::{
-    ActivityCall, ActivityContext, ActivityError, ActivityOptions, Command, CommandSeq,
-    ContinueAsNew, ContinuedAsNew, Event, EventId, EventKind, FailedCompensation, HistoryFile,
-    Payload, PayloadCodec, PayloadError, Registry, ReplayError, ReplayFileError, ReplayOutcome,
-    ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga, SagaError, Secret, SignalWait,
-    StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId, clock, divergence_report, error,
-    schedule, store,
+    ActivityCall, ActivityContext, ActivityError, ActivityOptions, ChildCall, ChildCancelPolicy,
+    ChildOptions, Command, CommandSeq, ContinueAsNew, ContinuedAsNew, Event, EventId, EventKind,
+    FailedCompensation, HistoryFile, Payload, PayloadCodec, PayloadError, Registry, ReplayError,
+    ReplayFileError, ReplayOutcome, ReplayReport, Replayer, RetryPolicy, RunId, RunIdentity, Saga,
+    SagaError, Secret, SignalWait, StoreError, Timer, WorkflowContext, WorkflowError, WorkflowId,
+    clock, divergence_report, error, schedule, store,
 };
 pub use durable_macros::{activity, workflow};
 pub use durable_worker::client::{RunOutcome, StartOptions};
@@ -116,8 +124,9 @@ pub use durable_core::testing;
 /// Everything a typical workflow module needs.
 pub mod prelude {
     pub use crate::{
-        ActivityContext, ActivityError, Client, Registry, RetryPolicy, Saga, Secret, Worker,
-        WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity, workflow,
+        ActivityContext, ActivityError, ChildCancelPolicy, Client, Registry, RetryPolicy, Saga,
+        Secret, Worker, WorkerOptions, WorkflowContext, WorkflowError, WorkflowId, activity,
+        workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

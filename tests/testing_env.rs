@@ -112,3 +112,139 @@ async fn no_decision_escalates_at_exactly_three_days() -> anyhow::Result<()> {
     assert!(matches!(replay(&env)?, ReplayOutcome::Completed(_)));
     Ok(())
 }
+
+// --- child runs -------------------------------------------------------------------------
+
+mod children {
+    use super::{DAY, WALL_LIMIT};
+    use durable::prelude::*;
+    use durable::{EventKind, ReplayOutcome, Replayer};
+    use durable_core::testing::TestEnv;
+
+    /// Waits `days` days, then answers ten times that; day 13 is unlucky.
+    #[workflow]
+    async fn slow_part(ctx: WorkflowContext, days: u32) -> Result<u32, WorkflowError> {
+        ctx.sleep(DAY * days).await;
+        if days == 13 {
+            return Err(WorkflowError::new("Unlucky", "day 13"));
+        }
+        Ok(days * 10)
+    }
+
+    /// One child per entry of `days`, all at once; the sum of their answers.
+    #[workflow]
+    async fn assemble(ctx: WorkflowContext, days: Vec<u32>) -> Result<u32, WorkflowError> {
+        let parts = days.iter().map(|d| {
+            let call = ctx.child::<slow_part>(*d).workflow_id(format!("part-{d}"));
+            if *d >= 100 {
+                call.cancel_policy(ChildCancelPolicy::Abandon)
+            } else {
+                call
+            }
+        });
+        let answers = futures::future::try_join_all(parts).await?;
+        Ok(answers.into_iter().sum())
+    }
+
+    fn registry() -> Registry {
+        Registry::new()
+            .workflow::<assemble>()
+            .workflow::<slow_part>()
+    }
+
+    fn kinds(events: &[durable::Event]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn children_run_in_virtual_time_and_answer_their_parent() -> anyhow::Result<()> {
+        let mut env = TestEnv::new(registry());
+        env.start::<assemble>(&vec![3, 1, 2])?;
+        let t0 = env.now_ms();
+        let outcome =
+            tokio::time::timeout(WALL_LIMIT, env.run_to_completion::<assemble>()).await??;
+        assert_eq!(outcome, Ok(60));
+        assert_eq!(env.elapsed(), 3 * DAY, "the children waited side by side");
+        // Each outcome arrived at the virtual time its child finished.
+        let answered: Vec<(u32, i64)> = env
+            .history()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ChildCompleted { seq, .. } => Some((seq.0, e.time_ms - t0)),
+                _ => None,
+            })
+            .collect();
+        let day = i64::try_from(DAY.as_millis())?;
+        assert_eq!(answered, [(2, day), (3, 2 * day), (1, 3 * day)]);
+        let child = env.child_history("part-2").expect("the child's history");
+        assert_eq!(
+            kinds(child),
+            ["RunStarted", "TimerStarted", "TimerFired", "RunCompleted"]
+        );
+        assert_eq!(
+            child[0].time_ms, t0,
+            "started with its parent's first activation"
+        );
+        // Both histories replay through the same code.
+        let report = Replayer::new(registry())
+            .replay(env.identity().expect("started").clone(), env.history())?;
+        assert!(matches!(report.outcome, ReplayOutcome::Completed(_)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_child_fails_the_parent_with_its_kind() -> anyhow::Result<()> {
+        let mut env = TestEnv::new(registry());
+        env.start::<assemble>(&vec![1, 13])?;
+        let outcome =
+            tokio::time::timeout(WALL_LIMIT, env.run_to_completion::<assemble>()).await??;
+        let error = outcome.expect_err("the unlucky part fails the assembly");
+        assert_eq!((error.kind(), error.message()), ("Unlucky", "day 13"));
+        assert_eq!(env.elapsed(), 13 * DAY);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cancel_of_the_parent_reaches_its_children_by_policy() -> anyhow::Result<()> {
+        let mut env = TestEnv::new(registry());
+        env.start::<assemble>(&vec![5, 100])?;
+        env.cancel_after(DAY, "no longer needed");
+        let outcome =
+            tokio::time::timeout(WALL_LIMIT, env.run_to_completion::<assemble>()).await??;
+        let error = outcome.expect_err("the parent was cancelled");
+        assert_eq!(error.kind(), "Cancelled");
+        assert_eq!(env.elapsed(), DAY);
+        let cancelled = env.child_history("part-5").expect("part 5 ran");
+        assert_eq!(
+            kinds(cancelled),
+            ["RunStarted", "TimerStarted", "CancelRequested", "RunFailed"]
+        );
+        match &cancelled[2].kind {
+            EventKind::CancelRequested { reason } => {
+                assert!(reason.contains("no longer needed"), "{reason}")
+            }
+            other => panic!("expected the cancel, got {other:?}"),
+        }
+        let abandoned = env.child_history("part-100").expect("part 100 ran");
+        assert_eq!(
+            kinds(abandoned),
+            ["RunStarted", "TimerStarted", "TimerFired", "RunCompleted"],
+            "an abandoned child runs to its end"
+        );
+        Ok(())
+    }
+
+    /// A child whose workflow the environment does not know fails in the parent with a
+    /// clear error instead of hanging.
+    #[tokio::test]
+    async fn an_unregistered_child_workflow_is_a_clear_failure() -> anyhow::Result<()> {
+        let mut env = TestEnv::new(Registry::new());
+        env.start::<assemble>(&vec![1])?;
+        let outcome =
+            tokio::time::timeout(WALL_LIMIT, env.run_to_completion::<assemble>()).await??;
+        let error = outcome.expect_err("no slow_part here");
+        assert_eq!(error.kind(), "UnknownWorkflow");
+        assert!(error.message().contains("slow_part"), "{error}");
+        Ok(())
+    }
+}

@@ -1,8 +1,8 @@
 //! Commands: what workflow code asks the engine for, numbered in issue order.
 
 use crate::error::CommandSummary;
-use crate::event::{ActivityOptions, EventKind};
-use crate::ids::CommandSeq;
+use crate::event::{ActivityOptions, ChildOptions, EventKind};
+use crate::ids::{CommandSeq, WorkflowId};
 use crate::payload::Payload;
 
 /// A request from workflow code, recorded as the matching event.
@@ -27,6 +27,19 @@ pub enum Command {
     WaitSignal {
         /// The signal name.
         name: String,
+    },
+    /// Start a child run and wait for its outcome.
+    StartChild {
+        /// The child's registered workflow name.
+        workflow: String,
+        /// The child's workflow id.
+        workflow_id: WorkflowId,
+        /// The encoded input.
+        input: Payload,
+        /// The seed of the child's random source.
+        seed: u64,
+        /// Cancellation policy and execution timeout.
+        options: ChildOptions,
     },
     /// Record a value (random, uuid, side effect, patch).
     RecordMarker {
@@ -54,11 +67,27 @@ impl Command {
             Command::StartTimer { duration_ms } => EventKind::TimerStarted { seq, duration_ms },
             Command::WaitSignal { name } => EventKind::SignalAwaited { seq, name },
             Command::RecordMarker { name, value } => EventKind::MarkerRecorded { seq, name, value },
+            Command::StartChild {
+                workflow,
+                workflow_id,
+                input,
+                seed,
+                options,
+            } => EventKind::ChildStarted {
+                seq,
+                workflow,
+                workflow_id,
+                input,
+                seed,
+                options,
+            },
         }
     }
 
     /// Whether `recorded` (a command event of history) records this command: the same
-    /// kind, name and input (activity), duration (timer), signal name or marker name.
+    /// kind, name and input (activity, child run), duration (timer), signal name or
+    /// marker name. A child's workflow id, seed and options are not compared: the
+    /// recorded ones stand.
     /// The same test as comparing [`Command::summary`] with the event's summary, without
     /// allocating.
     pub fn matches(&self, recorded: &EventKind) -> bool {
@@ -69,6 +98,16 @@ impl Command {
                     name: n, input: i, ..
                 },
             ) => name == n && input == i,
+            (
+                Command::StartChild {
+                    workflow, input, ..
+                },
+                EventKind::ChildStarted {
+                    workflow: w,
+                    input: i,
+                    ..
+                },
+            ) => workflow == w && input == i,
             (
                 Command::StartTimer { duration_ms },
                 EventKind::TimerStarted { duration_ms: d, .. },

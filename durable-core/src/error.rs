@@ -22,6 +22,14 @@ pub const KIND_EXECUTION_TIMEOUT: &str = "ExecutionTimeout";
 pub const KIND_PAYLOAD: &str = "PayloadError";
 /// The kind of a run that was cancelled.
 pub const KIND_CANCELLED: &str = "Cancelled";
+/// The kind of a run ended by a reset (its history goes on in a new run).
+pub const KIND_RESET: &str = "Reset";
+/// The kind a parent gets when the workflow id it chose for a child run is taken by
+/// another run.
+pub const KIND_WORKFLOW_ID_IN_USE: &str = "WorkflowIdInUse";
+/// The kind a parent gets when the workflow id it chose for a child run is not a valid
+/// id (empty, over 1,000 bytes, or with a NUL byte).
+pub const KIND_INVALID_WORKFLOW_ID: &str = "InvalidWorkflowId";
 
 /// How an activity attempt failed: a kind (what a workflow matches on), a message, whether
 /// the engine may retry it, and optional details.

@@ -1,7 +1,7 @@
 //! Events: the vocabulary of a run's history.
 
 use crate::error::{ActivityError, CommandSummary, WorkflowError};
-use crate::ids::{CommandSeq, EventId, RunId};
+use crate::ids::{CommandSeq, EventId, RunId, WorkflowId};
 use crate::payload::Payload;
 use crate::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,55 @@ pub struct ActivityOptions {
     /// The task queue; `None` is the default queue.
     #[serde(default)]
     pub task_queue: Option<String>,
+}
+
+/// What happens to a child run when its parent is cancelled, or finishes while the child
+/// still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildCancelPolicy {
+    /// Ask the child to cancel, and its own children by their policies (the default).
+    #[default]
+    RequestCancel,
+    /// Leave the child running: it finishes on its own and nobody waits for it.
+    Abandon,
+}
+
+impl ChildCancelPolicy {
+    /// The stored and shown name: `request_cancel` or `abandon`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildCancelPolicy::RequestCancel => "request_cancel",
+            ChildCancelPolicy::Abandon => "abandon",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "request_cancel" => Some(ChildCancelPolicy::RequestCancel),
+            "abandon" => Some(ChildCancelPolicy::Abandon),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ChildCancelPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a child run is started: what its parent's cancellation does to it, and its own
+/// execution timeout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChildOptions {
+    /// What the parent's cancellation (or end) does to the child.
+    #[serde(default)]
+    pub cancel_policy: ChildCancelPolicy,
+    /// The child's execution timeout, in milliseconds; none when not set.
+    #[serde(default)]
+    pub execution_timeout_ms: Option<u64>,
 }
 
 /// One entry of a run's history.
@@ -113,6 +162,37 @@ pub enum EventKind {
         /// The recorded value.
         value: Payload,
     },
+    /// The code started a child run (a command). The store creates the child in the
+    /// same transaction that records this event.
+    ChildStarted {
+        /// The command number.
+        seq: CommandSeq,
+        /// The child's registered workflow name.
+        workflow: String,
+        /// The child's workflow id.
+        workflow_id: WorkflowId,
+        /// The child's encoded input.
+        input: Payload,
+        /// The seed of the child's random source.
+        seed: u64,
+        /// Cancellation policy and execution timeout.
+        options: ChildOptions,
+    },
+    /// A child run completed with this output (inbound).
+    ChildCompleted {
+        /// The command number of the child's start.
+        seq: CommandSeq,
+        /// The child's encoded output.
+        output: Payload,
+    },
+    /// A child run failed, timed out, was cancelled or reset, or could not start
+    /// (inbound).
+    ChildFailed {
+        /// The command number of the child's start.
+        seq: CommandSeq,
+        /// The child's error: its kind and message as the child ended with them.
+        error: WorkflowError,
+    },
     /// Somebody asked the run to cancel (inbound).
     CancelRequested {
         /// Why, as given by the caller.
@@ -167,6 +247,9 @@ impl EventKind {
             EventKind::SignalAwaited { .. } => "SignalAwaited",
             EventKind::SignalReceived { .. } => "SignalReceived",
             EventKind::MarkerRecorded { .. } => "MarkerRecorded",
+            EventKind::ChildStarted { .. } => "ChildStarted",
+            EventKind::ChildCompleted { .. } => "ChildCompleted",
+            EventKind::ChildFailed { .. } => "ChildFailed",
             EventKind::CancelRequested { .. } => "CancelRequested",
             EventKind::RunTimedOut { .. } => "RunTimedOut",
             EventKind::RunCompleted { .. } => "RunCompleted",
@@ -184,7 +267,10 @@ impl EventKind {
             | EventKind::TimerStarted { seq, .. }
             | EventKind::TimerFired { seq }
             | EventKind::SignalAwaited { seq, .. }
-            | EventKind::MarkerRecorded { seq, .. } => Some(*seq),
+            | EventKind::MarkerRecorded { seq, .. }
+            | EventKind::ChildStarted { seq, .. }
+            | EventKind::ChildCompleted { seq, .. }
+            | EventKind::ChildFailed { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -197,6 +283,7 @@ impl EventKind {
                 | EventKind::TimerStarted { .. }
                 | EventKind::SignalAwaited { .. }
                 | EventKind::MarkerRecorded { .. }
+                | EventKind::ChildStarted { .. }
         )
     }
 
@@ -209,6 +296,8 @@ impl EventKind {
                 | EventKind::ActivityFailed { .. }
                 | EventKind::TimerFired { .. }
                 | EventKind::SignalReceived { .. }
+                | EventKind::ChildCompleted { .. }
+                | EventKind::ChildFailed { .. }
                 | EventKind::CancelRequested { .. }
                 | EventKind::RunTimedOut { .. }
         )
@@ -228,6 +317,12 @@ impl EventKind {
     pub fn label(&self) -> Option<String> {
         match self {
             EventKind::RunStarted { workflow, .. } => Some(workflow.clone()),
+            EventKind::ChildStarted {
+                workflow,
+                workflow_id,
+                ..
+            } => Some(format!("{workflow} {workflow_id}")),
+            EventKind::ChildFailed { error, .. } => Some(error.kind().to_owned()),
             EventKind::ActivityScheduled { name, .. }
             | EventKind::SignalAwaited { name, .. }
             | EventKind::SignalReceived { name, .. }
@@ -254,6 +349,9 @@ impl EventKind {
             }
             EventKind::SignalAwaited { name, .. } => ("WaitSignal", name.clone(), None),
             EventKind::MarkerRecorded { name, .. } => ("RecordMarker", name.clone(), None),
+            EventKind::ChildStarted {
+                workflow, input, ..
+            } => ("StartChild", workflow.clone(), Some(input.digest())),
             _ => return None,
         };
         Some(CommandSummary {

@@ -23,6 +23,9 @@
 //! - An activity call goes to a *task queue* (the default one unless the call names
 //!   one); a queue can have limits ([`store::QueueLimit`]) that every worker sharing the
 //!   store obeys.
+//! - A run may start *child runs* ([`WorkflowContext::child`]): each is a run of its own,
+//!   created by the commit that records its start, whose outcome comes back to the
+//!   parent as an inbound event.
 //!
 //! # Determinism
 //!
@@ -59,11 +62,12 @@ pub mod testing;
 
 pub use command::Command;
 pub use context::activity::ActivityContext;
+pub use context::child::ChildCall;
 pub use context::continue_as_new::ContinueAsNew;
 pub use context::saga::{FailedCompensation, Saga, SagaError};
 pub use context::workflow::{ActivityCall, SignalWait, Timer, WorkflowContext};
 pub use error::{ActivityError, CommandSummary, ReplayError, StoreError, WorkflowError};
-pub use event::{ActivityOptions, Event, EventKind};
+pub use event::{ActivityOptions, ChildCancelPolicy, ChildOptions, Event, EventKind};
 pub use executor::{ContinuedAsNew, RunIdentity, RunMachine};
 pub use history::HistoryFile;
 pub use ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};

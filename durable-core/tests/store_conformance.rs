@@ -172,7 +172,7 @@ mod pg {
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             assert_eq!(
                 versions,
-                [1, 2, 3, 4, 5, 6, 7, 8],
+                [1, 2, 3, 4, 5, 6, 7, 8, 9],
                 "each migration ran once"
             );
             drop(client);
@@ -327,4 +327,8 @@ conformance_tests!(
     queue_concurrency_limit_holds_across_claimers,
     queue_rate_limit_spaces_starts_by_the_store_clock,
     queue_limits_are_validated_listed_and_scoped_by_namespace,
+    child_runs_start_with_the_parent_commit,
+    child_outcomes_reach_the_parent,
+    cancellation_reaches_children_by_policy,
+    a_reset_parent_keeps_its_pending_children,
 );

@@ -8,7 +8,8 @@ use durable_core::ids::{EventId, WorkflowId};
 use durable_core::payload::{DEFAULT_MAX_PAYLOAD_BYTES, Payload};
 use durable_core::registry::Workflow;
 use durable_core::store::{
-    QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, SharedStore, StartOutcome, StartRequest,
+    QueueInfo, QueueLimit, RunFamily, RunFilter, RunInfo, RunStatus, SharedStore, StartOutcome,
+    StartRequest,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::{Duration, Instant};
@@ -373,6 +374,17 @@ impl Client {
     pub async fn history(&self, id: &WorkflowId) -> Result<Vec<Event>, ClientError> {
         let info = self.status(id).await?;
         Ok(self.store.read_history(info.key, EventId(0)).await?)
+    }
+
+    /// The parent of the latest run of `id` (when it is a child run) and the child runs
+    /// it started, by command number, with their status and cancel policy.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NotFound`], store errors.
+    pub async fn family(&self, id: &WorkflowId) -> Result<RunFamily, ClientError> {
+        let info = self.status(id).await?;
+        Ok(self.store.run_family(info.key).await?)
     }
 
     /// Runs matching `filter`.

@@ -1,5 +1,6 @@
 //! End-to-end tests: real SQLite files, real worker processes, the example binaries.
 
+mod children;
 mod cli;
 mod continue_as_new;
 mod crash;
@@ -19,6 +20,9 @@ mod workflows;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/approval.rs"]
 mod approval_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/fan_out.rs"]
+mod fan_out_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/order.rs"]
 mod order_example;

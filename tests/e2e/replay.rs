@@ -3,6 +3,7 @@
 //! workflow bug resumes after the fix, and reset re-runs from a chosen event.
 
 use crate::approval_example;
+use crate::fan_out_example;
 use crate::order_example;
 use crate::queues_example;
 use crate::schedule_example;
@@ -11,8 +12,8 @@ use crate::subscription_example;
 use durable::prelude::*;
 use durable::store::{RunStatus, SharedStore};
 use durable::{
-    EventId, EventKind, HistoryFile, ReplayError, ReplayFileError, Replayer, SqliteOptions,
-    SqliteStore,
+    EventId, EventKind, HistoryFile, ReplayError, ReplayFileError, ReplayOutcome, Replayer,
+    SqliteOptions, SqliteStore,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ fn all_examples() -> Registry {
         .merge(subscription_example::registry())
         .merge(schedule_example::registry())
         .merge(queues_example::registry())
+        .merge(fan_out_example::registry())
 }
 
 #[test]
@@ -669,5 +671,85 @@ fn a_saved_scheduled_run_replays_and_a_changed_step_is_caught() {
             ..
         }) => assert_eq!(seq.0, 1),
         other => panic!("expected a divergence at command 1, got {other:?}"),
+    }
+}
+
+// --- child runs -----------------------------------------------------------------------
+
+/// The fan-out batch as a careless later version writes it: every part's work time is
+/// doubled, so each child starts with a different input.
+#[workflow(name = "batch")]
+async fn batch_doubled(
+    ctx: WorkflowContext,
+    batch: fan_out_example::Batch,
+) -> Result<fan_out_example::BatchResult, WorkflowError> {
+    let children = (1..=batch.parts).map(|index| {
+        ctx.child::<fan_out_example::make_part>(fan_out_example::Part {
+            batch_id: batch.batch_id.clone(),
+            index,
+            work_ms: batch.work_ms * 2,
+            defective: batch.fail_part == Some(index),
+        })
+        .workflow_id(format!("{}/part-{index}", ctx.workflow_id()))
+    });
+    let made = futures::future::try_join_all(children).await?;
+    Ok(fan_out_example::BatchResult {
+        batch_id: batch.batch_id,
+        made,
+        cancelled: Vec::new(),
+    })
+}
+
+/// The saved batch histories (fan-out, a failed child, a child cancelled on its own)
+/// replay to their recorded outcomes; code that starts its children with another input
+/// is caught at the first child, with both sides in the report.
+#[test]
+fn saved_fan_out_histories_replay_and_a_changed_child_start_is_caught() {
+    let replayer = Replayer::new(fan_out_example::registry());
+    let ok = replayer
+        .replay_file(&histories_dir().join("batch-ok.json"))
+        .expect("the fan-out replays");
+    assert!(matches!(ok.outcome, ReplayOutcome::Completed(_)), "{ok:?}");
+    let defect = replayer
+        .replay_file(&histories_dir().join("batch-part-defect.json"))
+        .expect("the failed child replays");
+    match defect.outcome {
+        ReplayOutcome::Failed(e) => assert_eq!(e.kind(), "PartDefect"),
+        other => panic!("expected the child's failure, got {other:?}"),
+    }
+    let cancelled = replayer
+        .replay_file(&histories_dir().join("batch-part-cancelled.json"))
+        .expect("the cancelled child replays");
+    match cancelled.outcome {
+        ReplayOutcome::Completed(p) => {
+            let r: fan_out_example::BatchResult = p.decode().expect("a batch result");
+            assert_eq!(r.cancelled, [1]);
+        }
+        other => panic!("expected a completed batch, got {other:?}"),
+    }
+
+    let changed = Replayer::new(
+        Registry::new()
+            .workflow::<batch_doubled>()
+            .workflow::<fan_out_example::make_part>(),
+    );
+    match changed.replay_file(&histories_dir().join("batch-ok.json")) {
+        Err(ReplayFileError::Replay {
+            source:
+                ReplayError::Nondeterminism {
+                    seq,
+                    recorded,
+                    issued,
+                },
+            report,
+            ..
+        }) => {
+            assert_eq!(seq.0, 1);
+            assert_eq!(recorded.kind, "StartChild");
+            assert_eq!(recorded.name, "make_part");
+            assert_ne!(recorded.input_digest, issued.input_digest);
+            assert!(report.contains("- ") && report.contains("+ "), "{report}");
+        }
+        other => panic!("expected a divergence at the first child, got {other:?}"),
     }
 }

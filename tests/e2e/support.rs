@@ -49,28 +49,14 @@ pub(crate) fn example_input(name: &str) -> serde_json::Value {
 /// with `cargo build --example order`.
 pub(crate) fn order_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary knows its own path");
-        let deps = exe
-            .parent()
-            .expect("the test binary sits in target/<profile>/deps");
-        let profile_dir = deps
-            .parent()
-            .expect("target/<profile>/deps has a parent")
-            .to_path_buf();
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("order{}", std::env::consts::EXE_SUFFIX));
-        if is_stale(&bin, &exe) {
-            build_example(&profile_dir, &bin);
-        }
-        assert!(
-            bin.is_file(),
-            "the order example is missing at {}; build it with `cargo build --example order`",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| example_bin("order"))
+}
+
+/// The fan-out example binary, `target/<profile>/examples/fan_out`, found or built like
+/// [`order_bin`].
+pub(crate) fn fan_out_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| example_bin("fan_out"))
 }
 
 /// The binary of example `name` (`target/<profile>/examples/<name>`), built like
@@ -153,26 +139,7 @@ fn build_example(profile_dir: &Path, bin: &Path) {
 /// [`order_bin`].
 pub(crate) fn subscription_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary knows its own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary sits in target/<profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("subscription{}", std::env::consts::EXE_SUFFIX));
-        if is_stale(&bin, &exe) {
-            build_example(&profile_dir, &bin);
-        }
-        assert!(
-            bin.is_file(),
-            "the subscription example is missing at {}",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| example_bin("subscription"))
 }
 
 /// `subscription --db <db> <args...>`.
@@ -287,7 +254,45 @@ pub(crate) fn order(db: &Path, args: &[&str]) -> OrderCmd {
 /// The order example with exactly these arguments (none: the happy path of
 /// `cargo run --example order`).
 pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
-    let mut cmd = Command::new(order_bin());
+    example_cmd(order_bin(), "order", args)
+}
+
+/// The store a command of an example works on.
+pub(crate) enum Target {
+    /// A SQLite file (`--db`).
+    Sqlite(PathBuf),
+    /// A schema of a PostgreSQL database (`--database-url`, `--database-schema`).
+    Postgres {
+        /// The server.
+        url: String,
+        /// The schema, created by the first command.
+        schema: String,
+    },
+}
+
+impl Target {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Sqlite(path) => vec!["--db".to_owned(), path.display().to_string()],
+            Target::Postgres { url, schema } => vec![
+                "--database-url".to_owned(),
+                url.clone(),
+                "--database-schema".to_owned(),
+                schema.clone(),
+            ],
+        }
+    }
+}
+
+/// `fan_out <store options> <args...>`: the fan-out example's CLI.
+pub(crate) fn fan_out(db: &Target, args: &[&str]) -> OrderCmd {
+    let mut all = db.args();
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    example_cmd(fan_out_bin(), "fan_out", &all)
+}
+
+fn example_cmd<S: AsRef<str>>(bin: &Path, name: &str, args: &[S]) -> OrderCmd {
+    let mut cmd = Command::new(bin);
     for var in DURABLE_ENV {
         cmd.env_remove(var);
     }
@@ -295,7 +300,7 @@ pub(crate) fn order_raw<S: AsRef<str>>(args: &[S]) -> OrderCmd {
     let shown: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     OrderCmd {
         cmd,
-        what: format!("order {}", shown.join(" ")),
+        what: format!("{name} {}", shown.join(" ")),
         timeout: QUICK,
     }
 }

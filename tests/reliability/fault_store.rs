@@ -470,6 +470,11 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
             .await
     }
 
+    async fn run_family(&self, key: RunKey) -> Result<durable::store::RunFamily, StoreError> {
+        self.around(Call::Read, None, self.inner.run_family(key))
+            .await
+    }
+
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {
         self.inner.work_notifier()
     }

@@ -50,6 +50,11 @@ impl WorkflowContext {
         WorkflowContext { state }
     }
 
+    /// The run's shared state, for the context's other modules (child runs).
+    pub(crate) fn run_state(&self) -> Rc<RefCell<RunState>> {
+        self.state.clone()
+    }
+
     /// The workflow id of this run.
     pub fn workflow_id(&self) -> WorkflowId {
         self.state.borrow().identity.workflow_id.clone()

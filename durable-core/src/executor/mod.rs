@@ -388,6 +388,12 @@ impl RunMachine {
                 EventKind::TimerFired { seq } => {
                     state.resolve(event.id, *seq, Resolution::TimerFired)?;
                 }
+                EventKind::ChildCompleted { seq, output } => {
+                    state.resolve(event.id, *seq, Resolution::ChildOk(output.clone()))?;
+                }
+                EventKind::ChildFailed { seq, error } => {
+                    state.resolve(event.id, *seq, Resolution::ChildErr(error.clone()))?;
+                }
                 EventKind::SignalReceived { name, payload } => {
                     state.deliver_signal(name, payload.clone());
                 }

@@ -1,7 +1,7 @@
 //! The shared state between a run's workflow context and its machine.
 
 use crate::command::Command;
-use crate::error::{ActivityError, ReplayError};
+use crate::error::{ActivityError, ReplayError, WorkflowError};
 use crate::event::EventKind;
 use crate::executor::RunIdentity;
 use crate::ids::{CommandSeq, EventId};
@@ -18,6 +18,8 @@ pub(crate) enum Resolution {
     ActivityErr(ActivityError),
     TimerFired,
     Signal(Payload),
+    ChildOk(Payload),
+    ChildErr(WorkflowError),
 }
 
 /// What an issued command waits for, so an answer of another kind is refused.
@@ -26,6 +28,7 @@ enum Awaits {
     ActivityResult,
     TimerFiring,
     Signal,
+    ChildOutcome,
     Nothing,
 }
 
@@ -35,6 +38,7 @@ impl Awaits {
             Command::ScheduleActivity { .. } => Awaits::ActivityResult,
             Command::StartTimer { .. } => Awaits::TimerFiring,
             Command::WaitSignal { .. } => Awaits::Signal,
+            Command::StartChild { .. } => Awaits::ChildOutcome,
             Command::RecordMarker { .. } => Awaits::Nothing,
         }
     }
@@ -44,6 +48,7 @@ impl Awaits {
             Resolution::ActivityOk(_) | Resolution::ActivityErr(_) => Awaits::ActivityResult,
             Resolution::TimerFired => Awaits::TimerFiring,
             Resolution::Signal(_) => Awaits::Signal,
+            Resolution::ChildOk(_) | Resolution::ChildErr(_) => Awaits::ChildOutcome,
         }
     }
 
@@ -52,6 +57,7 @@ impl Awaits {
             Awaits::ActivityResult => "an activity result",
             Awaits::TimerFiring => "a timer firing",
             Awaits::Signal => "a signal",
+            Awaits::ChildOutcome => "a child run's outcome",
             Awaits::Nothing => "nothing",
         }
     }

@@ -1970,6 +1970,7 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
     }
 }
 
+mod child;
 mod continue_as_new;
 mod queues;
 mod saga;

@@ -39,6 +39,7 @@ use crate::payload::Payload;
 use futures::future::{BoxFuture, join_all};
 use std::time::Duration;
 
+mod children;
 mod continue_as_new;
 mod deadlines;
 mod heartbeats;
@@ -46,6 +47,10 @@ mod queues;
 mod schedules;
 mod status;
 
+pub use children::{
+    a_reset_parent_keeps_its_pending_children, cancellation_reaches_children_by_policy,
+    child_outcomes_reach_the_parent, child_runs_start_with_the_parent_commit,
+};
 pub use continue_as_new::{
     continue_as_new_commits_are_checked, continue_as_new_starts_the_next_run_atomically,
 };
@@ -97,6 +102,10 @@ pub const CHECKS: &[&str] = &[
     "queue_concurrency_limit_holds_across_claimers",
     "queue_rate_limit_spaces_starts_by_the_store_clock",
     "queue_limits_are_validated_listed_and_scoped_by_namespace",
+    "child_runs_start_with_the_parent_commit",
+    "child_outcomes_reach_the_parent",
+    "cancellation_reaches_children_by_policy",
+    "a_reset_parent_keeps_its_pending_children",
 ];
 
 /// Runs every check in turn on one database.
@@ -181,6 +190,16 @@ pub async fn run(name: &str, open: Opener<'_>) {
         }
         "queue_limits_are_validated_listed_and_scoped_by_namespace" => {
             queues::queue_limits_are_validated_listed_and_scoped_by_namespace(open).await
+        }
+        "child_runs_start_with_the_parent_commit" => {
+            children::child_runs_start_with_the_parent_commit(open).await
+        }
+        "child_outcomes_reach_the_parent" => children::child_outcomes_reach_the_parent(open).await,
+        "cancellation_reaches_children_by_policy" => {
+            children::cancellation_reaches_children_by_policy(open).await
+        }
+        "a_reset_parent_keeps_its_pending_children" => {
+            children::a_reset_parent_keeps_its_pending_children(open).await
         }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }

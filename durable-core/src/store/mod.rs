@@ -15,6 +15,10 @@
 //!   has exactly one latest run, and nothing sent to it falls between the two.
 //! - A task queue's limits are judged and taken in the transaction that starts an
 //!   attempt (a claim, or the commit creating a local one), never from a cached view.
+//! - A child run is created by the commit that records its `ChildStarted` event, in the
+//!   same transaction, in the parent's namespace. Whatever ends a run (its commit, its
+//!   execution timeout, a reset) delivers its outcome to its parent's inbox and asks its
+//!   children with the `request_cancel` policy to cancel, in that same transaction.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
@@ -31,7 +35,7 @@ mod sealing;
 pub mod sqlite;
 
 use crate::error::{ActivityError, StoreError};
-use crate::event::{ActivityOptions, Event, EventKind};
+use crate::event::{ActivityOptions, ChildCancelPolicy, Event, EventKind};
 use crate::ids::{CommandSeq, EventId, FencingToken, RunId, RunKey, WorkerId, WorkflowId};
 use crate::payload::Payload;
 use crate::schedule::{NewSchedule, ScheduleFire, ScheduleInfo};
@@ -366,6 +370,61 @@ pub struct PendingTimer {
     pub fire_at_ms: i64,
 }
 
+/// The run that started a run as its child.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRun {
+    /// The parent's workflow id.
+    pub workflow_id: WorkflowId,
+    /// The parent's run id.
+    pub run_id: RunId,
+    /// The command number of the parent's `ChildStarted` event.
+    pub seq: CommandSeq,
+}
+
+/// A child run of a run, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRun {
+    /// The command number of the parent's `ChildStarted` event.
+    pub seq: CommandSeq,
+    /// The child's workflow id.
+    pub workflow_id: WorkflowId,
+    /// The child's run id.
+    pub run_id: RunId,
+    /// The child's workflow name.
+    pub workflow: String,
+    /// The child's status.
+    pub status: RunStatus,
+    /// What the parent's cancellation (or end) does to the child.
+    pub cancel_policy: ChildCancelPolicy,
+}
+
+/// Where a run sits among child runs: the run that started it, and the runs it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFamily {
+    /// The parent, when the run is a child run.
+    pub parent: Option<ParentRun>,
+    /// The child runs, by command number.
+    pub children: Vec<ChildRun>,
+}
+
+/// The inbound event a parent receives at its child's end: the child's terminal event
+/// (`RunCompleted` or `RunFailed`) as `ChildCompleted` or `ChildFailed` for the parent's
+/// command `seq`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn outcome_for_parent(seq: CommandSeq, terminal: &EventKind) -> Option<EventKind> {
+    match terminal {
+        EventKind::RunCompleted { output } => Some(EventKind::ChildCompleted {
+            seq,
+            output: output.clone(),
+        }),
+        EventKind::RunFailed { error } => Some(EventKind::ChildFailed {
+            seq,
+            error: error.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// The persistence the engine needs. One implementation per database; the same
 /// conformance tests run against each.
 #[async_trait]
@@ -395,6 +454,14 @@ pub trait Store: Send + Sync + 'static {
     /// A local activity on a queue with limits starts only when the queue has room (and
     /// takes it); otherwise it is queued for a claim and listed in
     /// [`CommitOutcome::queued`].
+    ///
+    /// Each `ChildStarted` event among `events` starts its child run in the same
+    /// transaction (in this namespace, with the parent, the command number and the
+    /// cancel policy recorded); when its workflow id is taken by any run, no child starts
+    /// and a `ChildFailed` of kind `WorkflowIdInUse` waits in the parent's inbox instead.
+    /// A commit that finishes the run delivers its outcome to its parent's inbox (as
+    /// `ChildCompleted` or `ChildFailed`) and asks its running children with the
+    /// `request_cancel` policy to cancel, recursively.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
 
     /// Records that an activation of the run failed; after too many in a row the run is
@@ -493,7 +560,9 @@ pub trait Store: Send + Sync + 'static {
         payload: Payload,
     ) -> Result<(), StoreError>;
 
-    /// Asks the latest run of `workflow_id` to cancel.
+    /// Asks the latest run of `workflow_id` to cancel, and with it, in the same
+    /// transaction, its running child runs with the `request_cancel` policy and theirs,
+    /// recursively (each is asked once).
     async fn request_cancel(
         &self,
         workflow_id: &WorkflowId,
@@ -503,7 +572,10 @@ pub trait Store: Send + Sync + 'static {
     /// Starts a new run of `workflow_id` whose history is the latest run's, cut after
     /// event `to`; activities and timers pending at that point are scheduled again and
     /// unapplied signals move over. The old run, if not finished, ends as failed with
-    /// kind `Reset`.
+    /// kind `Reset` (which its parent, if it is a child run, receives; the new run has
+    /// no parent). Child runs started before the cut and unfinished at it belong to the
+    /// new run (an outcome they already had is delivered to it again); the old run's
+    /// other children are treated as at any end of their parent.
     async fn reset_run(
         &self,
         workflow_id: &WorkflowId,
@@ -550,6 +622,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every queue with a limit or with attempts, ordered by name.
     async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+
+    /// The run's parent (when it is a child run) and its child runs, in this namespace.
+    async fn run_family(&self, key: RunKey) -> Result<RunFamily, StoreError>;
 
     /// A handle that is notified when this process makes new work available, so workers
     /// in the same process need not wait for their next poll.

@@ -7,11 +7,11 @@ use crate::clock;
 use crate::command::Command;
 use crate::context::activity::ActivityContext;
 use crate::error::{ActivityError, WorkflowError};
-use crate::event::{ActivityOptions, Event, EventKind};
+use crate::event::{ActivityOptions, ChildCancelPolicy, ChildOptions, Event, EventKind};
 use crate::executor::{RunIdentity, RunMachine};
 use crate::ids::{CommandSeq, EventId, RunId, WorkflowId};
 use crate::payload::{Payload, PayloadError};
-use crate::registry::{Activity, Registry, Workflow};
+use crate::registry::{Activity, ErasedWorkflow, Registry, Workflow};
 use crate::replay::{ReplayReport, Replayer};
 use futures::FutureExt;
 use rand::{Rng, SeedableRng};
@@ -77,8 +77,17 @@ const DEFAULT_MAX_EVENTS: usize = 100_000;
 /// then does not panic, but the environment sees a workflow waiting on nothing durable
 /// and returns [`TestEnvError::NotDurableWait`].
 ///
+/// - **Child runs.** A child the code starts with `ctx.child::<W>(..)` (its workflow
+///   registered, or started once in this environment) runs in an environment of its own
+///   from the virtual time it started, with the same activities and doubles, and its
+///   outcome reaches the parent at the virtual time it finished. A cancel request
+///   scheduled for the parent is scheduled for its children with the policy
+///   `RequestCancel` too. [`TestEnv::child_history`] shows a child's history.
+///
 /// What a test environment does not simulate: start-to-close and heartbeat timeouts (an
-/// attempt takes no virtual time), payload size limits, task queues, and several runs.
+/// attempt takes no virtual time), execution timeouts, payload size limits, task queues,
+/// workflow ids taken by other runs, signals to child runs, and the cancellation of a
+/// child because its parent finished first (the child then runs to its end).
 ///
 /// # Example
 ///
@@ -160,6 +169,8 @@ pub struct TestEnv {
     run: Option<Run>,
     /// The histories of the runs that continued as new, oldest first.
     continued: Vec<Vec<Event>>,
+    /// Histories of the child runs (and their children), by workflow id.
+    child_histories: BTreeMap<WorkflowId, Vec<Event>>,
 }
 
 /// The run a [`TestEnv`] drives.
@@ -174,6 +185,17 @@ struct Run {
     broken: bool,
     /// The latest value the code published with `ctx.set_status`, as a store keeps it.
     published_status: Option<Payload>,
+    /// Child runs started and not run yet, by command number.
+    children: BTreeMap<u32, ChildStart>,
+}
+
+/// A child run the code started.
+struct ChildStart {
+    workflow: String,
+    workflow_id: WorkflowId,
+    input: Payload,
+    seed: u64,
+    options: ChildOptions,
 }
 
 /// An activity call the code scheduled.
@@ -215,6 +237,7 @@ impl TestEnv {
             jitter: ChaCha8Rng::seed_from_u64(DEFAULT_SEED),
             run: None,
             continued: Vec::new(),
+            child_histories: BTreeMap::new(),
         }
     }
 
@@ -359,18 +382,28 @@ impl TestEnv {
             what: format!("the input of workflow {:?}", W::NAME),
             source,
         })?;
+        self.start_erased(workflow, input)
+    }
+
+    /// Starts a run of a workflow given by its registry entry, with an encoded input.
+    fn start_erased(
+        &mut self,
+        workflow: Arc<dyn ErasedWorkflow>,
+        input: Payload,
+    ) -> Result<RunIdentity, TestEnvError> {
+        let name = workflow.name();
         let identity = RunIdentity {
             workflow_id: self
                 .workflow_id
                 .clone()
-                .unwrap_or_else(|| WorkflowId(W::NAME.to_owned())),
+                .unwrap_or_else(|| WorkflowId(name.to_owned())),
             run_id: RunId("test-run".to_owned()),
         };
         let started = Event {
             id: EventId(1),
             time_ms: self.now_ms,
             kind: EventKind::RunStarted {
-                workflow: W::NAME.to_owned(),
+                workflow: name.to_owned(),
                 input,
                 seed: self.seed,
             },
@@ -378,12 +411,13 @@ impl TestEnv {
         let machine = RunMachine::new(workflow.as_ref(), identity.clone(), &started)?;
         self.run = Some(Run {
             identity: identity.clone(),
-            workflow: W::NAME,
+            workflow: name,
             machine,
             history: Vec::new(),
             activities: BTreeMap::new(),
             broken: false,
             published_status: None,
+            children: BTreeMap::new(),
         });
         if let Err(e) = self.activate(started.kind) {
             if let Some(run) = self.run.as_mut() {
@@ -597,6 +631,14 @@ impl TestEnv {
         &self.continued
     }
 
+    /// The history of the child run with workflow id `workflow_id` (a child of the run,
+    /// or of one of its children), once it has run.
+    pub fn child_history(&self, workflow_id: &str) -> Option<&[Event]> {
+        self.child_histories
+            .get(&WorkflowId(workflow_id.to_owned()))
+            .map(Vec::as_slice)
+    }
+
     /// The run's identity, once started (the current run's, after a continue-as-new).
     pub fn identity(&self) -> Option<&RunIdentity> {
         self.run.as_ref().map(|r| &r.identity)
@@ -670,6 +712,11 @@ impl TestEnv {
                 }
                 Due::Cancel { reason } => self.activate(EventKind::CancelRequested { reason }),
                 Due::Attempt { seq, attempt } => self.attempt(seq, attempt).await,
+                Due::Child { seq } => self.run_child(seq).await,
+                Due::ChildDone { seq, outcome } => self.activate(match outcome {
+                    Ok(output) => EventKind::ChildCompleted { seq, output },
+                    Err(error) => EventKind::ChildFailed { seq, error },
+                }),
             };
             if let Err(e) = step {
                 if let Some(run) = self.run.as_mut() {
@@ -681,6 +728,73 @@ impl TestEnv {
         if let Some(until) = until {
             self.now_ms = self.now_ms.max(until);
         }
+        Ok(())
+    }
+
+    /// Runs the child started by command `seq` to its end in an environment of its own
+    /// (sharing this one's activities and doubles), from the current virtual time, and
+    /// schedules its outcome for the virtual time it finished.
+    async fn run_child(&mut self, seq: CommandSeq) -> Result<(), TestEnvError> {
+        let run = self.run.as_mut().ok_or(TestEnvError::NotStarted)?;
+        let Some(start) = run.children.remove(&seq.0) else {
+            return Ok(());
+        };
+        let Some(workflow) = self
+            .activities
+            .registry
+            .find_workflow(&start.workflow)
+            .cloned()
+        else {
+            self.timeline.push(
+                self.now_ms,
+                Due::ChildDone {
+                    seq,
+                    outcome: Err(WorkflowError::new(
+                        "UnknownWorkflow",
+                        format!(
+                            "child workflow {:?} is not registered in this test environment",
+                            start.workflow
+                        ),
+                    )),
+                },
+            );
+            return Ok(());
+        };
+        let mut child = TestEnv::new(Registry::new());
+        std::mem::swap(&mut child.activities, &mut self.activities);
+        child.start_ms = self.now_ms;
+        child.now_ms = self.now_ms;
+        child.seed = start.seed;
+        child.max_events = self.max_events;
+        child.workflow_id = Some(start.workflow_id.clone());
+        if start.options.cancel_policy == ChildCancelPolicy::RequestCancel {
+            // The store passes a cancel request of the parent on to such children.
+            for (at, reason) in self.timeline.cancels() {
+                child.timeline.push(
+                    at.max(self.now_ms),
+                    Due::Cancel {
+                        reason: format!("the parent run was cancelled: {reason}"),
+                    },
+                );
+            }
+        }
+        let driven = match child.start_erased(workflow, start.input) {
+            Ok(_) => Box::pin(child.drive(None)).await,
+            Err(e) => Err(e),
+        };
+        std::mem::swap(&mut child.activities, &mut self.activities);
+        driven?;
+        let child_run = child.run.take().ok_or(TestEnvError::NotStarted)?;
+        let Some(outcome) = child_run.machine.outcome().cloned() else {
+            return Err(child.stuck(&child_run));
+        };
+        self.child_histories.append(&mut child.child_histories);
+        self.child_histories
+            .insert(start.workflow_id, child_run.history);
+        self.timeline.push(
+            child.now_ms.max(self.now_ms),
+            Due::ChildDone { seq, outcome },
+        );
         Ok(())
     }
 
@@ -784,6 +898,25 @@ impl TestEnv {
                     self.timeline
                         .push(now.saturating_add(duration), Due::Timer { seq });
                 }
+                Command::StartChild {
+                    workflow,
+                    workflow_id,
+                    input,
+                    seed,
+                    options,
+                } => {
+                    run.children.insert(
+                        seq.0,
+                        ChildStart {
+                            workflow: workflow.clone(),
+                            workflow_id: workflow_id.clone(),
+                            input: input.clone(),
+                            seed: *seed,
+                            options: options.clone(),
+                        },
+                    );
+                    self.timeline.push(now, Due::Child { seq });
+                }
                 Command::WaitSignal { .. } | Command::RecordMarker { .. } => {}
             }
             run.append(now, command.into_event(seq), limit)?;
@@ -869,6 +1002,7 @@ impl TestEnv {
             machine,
             history: Vec::new(),
             activities: BTreeMap::new(),
+            children: BTreeMap::new(),
             broken: false,
             published_status: old.published_status,
         });
@@ -933,6 +1067,11 @@ impl Run {
             Some(EventKind::ActivityScheduled { name, .. }) => {
                 format!("activity {name:?} (command {seq})")
             }
+            Some(EventKind::ChildStarted {
+                workflow,
+                workflow_id,
+                ..
+            }) => format!("child run {workflow_id:?} of workflow {workflow:?} (command {seq})"),
             Some(EventKind::TimerStarted { duration_ms, .. }) => format!(
                 "a timer of {} (command {seq})",
                 humantime::format_duration(Duration::from_millis(*duration_ms))

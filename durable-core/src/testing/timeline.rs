@@ -1,5 +1,6 @@
 //! The virtual timeline: everything that will happen to the run, by due time.
 
+use crate::error::WorkflowError;
 use crate::ids::CommandSeq;
 use crate::payload::Payload;
 use std::collections::BTreeMap;
@@ -15,6 +16,13 @@ pub(crate) enum Due {
     Signal { name: String, payload: Payload },
     /// Somebody asks the run to cancel.
     Cancel { reason: String },
+    /// The child run started by command `seq` is run (in an environment of its own).
+    Child { seq: CommandSeq },
+    /// The child run started by command `seq` finished with this outcome.
+    ChildDone {
+        seq: CommandSeq,
+        outcome: Result<Payload, WorkflowError>,
+    },
 }
 
 /// Items ordered by due time and, at equal times, by the order they were scheduled, so
@@ -49,6 +57,17 @@ impl Timeline {
     /// activities and timers behind).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Due) -> bool) {
         self.items.retain(|_, due| keep(due));
+    }
+
+    /// The cancel requests still to come, with their times.
+    pub(crate) fn cancels(&self) -> Vec<(i64, String)> {
+        self.items
+            .iter()
+            .filter_map(|((at, _), due)| match due {
+                Due::Cancel { reason } => Some((*at, reason.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(crate) fn pop(&mut self) -> Option<(i64, Due)> {

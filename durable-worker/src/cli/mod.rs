@@ -978,6 +978,10 @@ async fn status(
         }
         _ => None,
     };
+    let family = store.run_family(info.key).await?;
+    let waiting_child = waiting_children(&history)
+        .into_iter()
+        .find_map(|seq| family.children.iter().find(|c| c.seq == seq));
     let why = if info.status == RunStatus::Suspended {
         format!("suspended: {}", info.reason.clone().unwrap_or_default())
     } else if info.status.is_finished() {
@@ -1043,6 +1047,11 @@ async fn status(
                 u64::try_from((t.fire_at_ms - now).max(0)).unwrap_or(0) / 1000 * 1000
             ))
         )
+    } else if let Some(c) = waiting_child {
+        format!(
+            "waiting for child run {} of workflow {} (command {}), {}",
+            c.workflow_id, c.workflow, c.seq, c.status
+        )
     } else if let Some(name) = waiting_signal.first() {
         format!("waiting for signal {name:?}")
     } else {
@@ -1059,6 +1068,8 @@ async fn status(
             "published_status": published,
             "continued_from": continued_from,
             "continued_as": continued_as,
+            "parent": family.parent,
+            "children": family.children,
         });
         say!("{v}");
         return Ok(());
@@ -1092,6 +1103,24 @@ async fn status(
     if let Some(v) = &published {
         say!("published status: {v}");
     }
+    if let Some(p) = &family.parent {
+        say!(
+            "parent:       {} (run {}, command {})",
+            p.workflow_id,
+            p.run_id,
+            p.seq
+        );
+    }
+    for c in &family.children {
+        say!(
+            "child:        #{} {} {} {} (cancel policy {})",
+            c.seq,
+            c.workflow_id,
+            c.workflow,
+            c.status,
+            c.cancel_policy
+        );
+    }
     for a in &activities {
         say!(
             "activity:     #{} {} attempt {}{}{}{}",
@@ -1121,6 +1150,24 @@ async fn status(
         );
     }
     Ok(())
+}
+
+/// Child runs the code waits for: started with no outcome since, by command number.
+fn waiting_children(history: &[durable_core::Event]) -> Vec<durable_core::CommandSeq> {
+    use durable_core::EventKind;
+    let mut waiting = std::collections::BTreeSet::new();
+    for e in history {
+        match &e.kind {
+            EventKind::ChildStarted { seq, .. } => {
+                waiting.insert(*seq);
+            }
+            EventKind::ChildCompleted { seq, .. } | EventKind::ChildFailed { seq, .. } => {
+                waiting.remove(seq);
+            }
+            _ => {}
+        }
+    }
+    waiting.into_iter().collect()
 }
 
 /// Signals the code waits for: awaited with no delivery since.

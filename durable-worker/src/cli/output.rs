@@ -71,6 +71,33 @@ pub(crate) fn event_json(e: &Event) -> Value {
             obj.insert("name".into(), json!(name));
             obj.insert("payload".into(), payload_json(value));
         }
+        EventKind::ChildStarted {
+            workflow,
+            workflow_id,
+            input,
+            options,
+            ..
+        } => {
+            obj.insert("workflow".into(), json!(workflow));
+            obj.insert("workflow_id".into(), json!(workflow_id.as_str()));
+            obj.insert("payload".into(), payload_json(input));
+            obj.insert(
+                "cancel_policy".into(),
+                json!(options.cancel_policy.as_str()),
+            );
+            if let Some(t) = options.execution_timeout_ms {
+                obj.insert("execution_timeout_ms".into(), json!(t));
+            }
+        }
+        EventKind::ChildCompleted { output, .. } => {
+            obj.insert("payload".into(), payload_json(output));
+        }
+        EventKind::ChildFailed { error, .. } => {
+            obj.insert(
+                "error".into(),
+                serde_json::to_value(error).unwrap_or(Value::Null),
+            );
+        }
         EventKind::CancelRequested { reason } => {
             obj.insert("reason".into(), json!(reason));
         }

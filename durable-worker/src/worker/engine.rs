@@ -234,6 +234,17 @@ fn record_commands(
                 limit: max_payload,
             });
         }
+        if let Command::StartChild {
+            workflow, input, ..
+        } = &cmd
+            && input.len() > max_payload
+        {
+            return Err(ReplayError::PayloadTooLarge {
+                what: format!("the input of child workflow {workflow} (command {seq})"),
+                size: input.len(),
+                limit: max_payload,
+            });
+        }
         let event = Event {
             id: EventId(machine.last_applied().0 + 1),
             time_ms: time,

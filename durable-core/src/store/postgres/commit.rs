@@ -15,7 +15,13 @@ impl PostgresStore {
     pub(super) async fn commit_activation(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let db = &self.inner;
         let continuation = crate::store::continuation::continuation(&c)?;
-        let creates_remote_work = c.activities.iter().any(|a| !a.local) || continuation.is_some();
+        // Child runs started, a parent's inbox written by a finishing child, or the run a
+        // continuing one starts.
+        let touches_other_runs = c.finish.is_some()
+            || c.events
+                .iter()
+                .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
+        let creates_remote_work = touches_other_runs || c.activities.iter().any(|a| !a.local);
         let key = c.key.0;
         let after = to_i64(c.after.0);
         let lease_ms = span_ms(clock::duration_ms(c.lease));
@@ -86,6 +92,20 @@ impl PostgresStore {
                  WHERE namespace = $1 AND run_key = $2 FOR UPDATE",
             )
             .await?;
+        // A finishing run writes its parent's inbox: the parent's row is locked first,
+        // the lock order of a parent cancelling its children.
+        let lock_parent = match c.finish {
+            Some(_) => Some(
+                db.prepare(
+                    &tx,
+                    "SELECT 1 FROM runs WHERE namespace = $1
+                     AND run_key = (SELECT parent_key FROM runs WHERE namespace = $1 AND run_key = $2)
+                     FOR UPDATE",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let delete_inbox = db
             .prepare(
                 &tx,
@@ -221,12 +241,13 @@ impl PostgresStore {
                 concat!(
                     "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
                      created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms,
-                     deadline_ms, published_status)
+                     deadline_ms, published_status, parent_key, parent_seq, cancel_policy, cancel_requested)
                      SELECT namespace, nextval('run_keys'), workflow_id, run_number + 1, $3, $4, 'running', ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
-                    ", 1, TRUE, inbox_seq, execution_timeout_ms, deadline_ms, COALESCE($5, published_status)
+                    ", 1, TRUE, inbox_seq, execution_timeout_ms, deadline_ms, COALESCE($5, published_status),
+                     parent_key, parent_seq, cancel_policy, cancel_requested
                      FROM runs WHERE namespace = $1 AND run_key = $2"
                 ),
                 "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)
@@ -249,6 +270,12 @@ impl PostgresStore {
                 continue_stmts.push(db.prepare(&tx, sql).await?);
             }
         }
+        // What the run's end passes on (its parent, children to cancel), read in the
+        // pipeline so a run with neither costs no round trip more.
+        let run_end = match c.finish {
+            Some(_) => Some(db.prepare(&tx, super::children::RUN_END_SQL).await?),
+            None => None,
+        };
         let mut finish_deletes = Vec::new();
         if status.is_some() {
             for sql in [
@@ -263,6 +290,10 @@ impl PostgresStore {
         // The statements in execution order; the lock comes first.
         let ns = &db.namespace;
         let mut calls: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+        if let Some(stmt) = &lock_parent {
+            calls.push((stmt, vec![ns, &key]));
+        }
+        let lock_at = calls.len();
         calls.push((&lock, vec![ns, &key]));
         let inbox_at = (!c.consumed_inbox.is_empty()).then(|| {
             calls.push((&delete_inbox, vec![ns, &key, &c.consumed_inbox]));
@@ -335,6 +366,10 @@ impl PostgresStore {
                 calls.push((&finish_run, vec![ns, &key, &last_id, status]));
             }
         }
+        let run_end_at = run_end.as_ref().map(|stmt| {
+            calls.push((stmt, vec![ns, &key]));
+            calls.len() - 1
+        });
         if let (Some(stmt), Some(bytes)) = (&publish, &published) {
             calls.push((stmt, vec![ns, &key, bytes]));
         }
@@ -350,7 +385,10 @@ impl PostgresStore {
         let rows = |i: usize| -> Result<&Vec<tokio_postgres::Row>, StoreError> {
             results[i].as_ref().map_err(Clone::clone)
         };
-        let lock_rows = rows(0)?;
+        for i in 0..lock_at {
+            rows(i)?;
+        }
+        let lock_rows = rows(lock_at)?;
         let Some(row) = lock_rows.first() else {
             return Err(StoreError::Conflict(format!("run {key} does not exist")));
         };
@@ -408,6 +446,18 @@ impl PostgresStore {
         let limited: Vec<usize> = (0..tasks.len())
             .filter(|i| rows(tasks_at + i).is_ok_and(Vec::is_empty))
             .collect();
+        let starts_children = c
+            .events
+            .iter()
+            .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
+        let end = match run_end_at {
+            Some(i) => rows(i)?.first().map(|row| {
+                let mut end = super::children::RunEnd::from_row(row);
+                end.children_to_cancel |= starts_children;
+                end
+            }),
+            None => None,
+        };
         drop(results);
         let mut queued = Vec::new();
         for i in limited {
@@ -444,6 +494,15 @@ impl PostgresStore {
                 }
                 (Some(_), false) => queued.push(a.seq),
                 (None, _) => {}
+            }
+        }
+        if touches_other_runs {
+            db.start_children(&tx, key, &c.events, c.finish.is_some())
+                .await?;
+            if let Some(end) = &end
+                && let Some((_, terminal)) = c.events.iter().rev().find(|(_, k)| k.is_terminal())
+            {
+                db.deliver_end(&tx, key, end, terminal).await?;
             }
         }
         tx.commit().await.map_err(|e| db.err(e))?;

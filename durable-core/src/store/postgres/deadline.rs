@@ -54,7 +54,12 @@ impl PostgresStore {
                                 timeout_ms: to_u64(timeout_ms),
                             },
                         ),
-                        (now, EventKind::RunFailed { error }),
+                        (
+                            now,
+                            EventKind::RunFailed {
+                                error: error.clone(),
+                            },
+                        ),
                     ],
                 )
                 .await?;
@@ -78,6 +83,8 @@ impl PostgresStore {
             ] {
                 db.exec(&tx, sql, &[&db.namespace, &key]).await?;
             }
+            db.run_ended(&tx, key, &EventKind::RunFailed { error })
+                .await?;
             tracing::info!(run = key, reason, "run ended: execution timeout");
             ended += 1;
         }

@@ -26,6 +26,7 @@ macro_rules! now_ms {
     };
 }
 
+mod children;
 mod commit;
 mod deadline;
 mod heartbeat;
@@ -38,8 +39,8 @@ mod schema;
 use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest,
-    Store,
+    PendingTimer, QueueInfo, QueueLimit, RunFamily, RunFilter, RunInfo, RunStatus, StartOutcome,
+    StartRequest, Store,
 };
 use crate::clock;
 use crate::error::{ActivityError, StoreError};
@@ -1053,14 +1054,32 @@ impl Store for PostgresStore {
         workflow_id: &WorkflowId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.inner
-            .send_inbound(
-                workflow_id,
-                EventKind::CancelRequested {
-                    reason: reason.to_owned(),
-                },
-            )
+        let db = &self.inner;
+        let mut client = db.client().await?;
+        let mut tried = None;
+        // As `send_inbound`: a reset racing with the request may finish the run found
+        // first; then the new latest run is asked. The run's row is locked first, then
+        // its children's (the lock order).
+        let (tx, key) = loop {
+            let tx = client.transaction().await.map_err(|e| db.err(e))?;
+            let Some((key, _)) = db.latest_run(&tx, workflow_id.as_str(), false).await? else {
+                return Err(StoreError::NotFound(workflow_id.clone()));
+            };
+            let cancel = EventKind::CancelRequested {
+                reason: reason.to_owned(),
+            };
+            if db.append_inbound(&tx, key, cancel).await?.is_some() {
+                break (tx, key);
+            }
+            drop(tx);
+            if tried == Some(key) {
+                return Err(StoreError::Finished(workflow_id.clone()));
+            }
+            tried = Some(key);
+        };
+        db.cancel_requested(&tx, key, workflow_id.as_str(), reason)
             .await?;
+        tx.commit().await.map_err(|e| db.err(e))?;
         self.wake_workers();
         Ok(())
     }
@@ -1220,6 +1239,10 @@ impl Store for PostgresStore {
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
         self.queues().await
+    }
+
+    async fn run_family(&self, key: RunKey) -> Result<RunFamily, StoreError> {
+        self.family_of(key).await
     }
 
     fn work_notifier(&self) -> Arc<Notify> {

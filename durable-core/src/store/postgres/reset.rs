@@ -100,6 +100,7 @@ impl PostgresStore {
         // What was pending at event `to` is scheduled again on the new run.
         let mut scheduled = BTreeMap::new();
         let mut timers = BTreeMap::new();
+        let mut children = std::collections::BTreeSet::new();
         for r in rows {
             let id: i64 = r.get(0);
             let time: i64 = r.get(1);
@@ -125,6 +126,12 @@ impl PostgresStore {
                 EventKind::TimerFired { seq } => {
                     timers.remove(&i64::from(seq.0));
                 }
+                EventKind::ChildStarted { seq, .. } => {
+                    children.insert(seq.0);
+                }
+                EventKind::ChildCompleted { seq, .. } | EventKind::ChildFailed { seq, .. } => {
+                    children.remove(&seq.0);
+                }
                 _ => {}
             }
         }
@@ -146,6 +153,7 @@ impl PostgresStore {
             )
             .await?;
         }
+        db.move_children(&tx, old, key, &children).await?;
         // Signals the old run had not applied yet belong to the new one.
         db.exec(
             &tx,
@@ -155,9 +163,9 @@ impl PostgresStore {
         .await?;
         if status == "running" || status == "suspended" {
             let reason = format!("reset to run {run_id} at event {to}");
-            let error = crate::error::WorkflowError::new("Reset", reason.clone());
-            db.append(&tx, old, last, &[(now, EventKind::RunFailed { error })])
-                .await?;
+            let error = crate::error::WorkflowError::new(crate::error::KIND_RESET, reason.clone());
+            let failed = EventKind::RunFailed { error };
+            db.append(&tx, old, last, &[(now, failed.clone())]).await?;
             db.exec(
                 &tx,
                 "UPDATE runs SET status = 'failed', reason = $3, ready = FALSE, owner = NULL, fence = fence + 1,
@@ -172,6 +180,7 @@ impl PostgresStore {
             ] {
                 db.exec(&tx, sql, &[&db.namespace, &old]).await?;
             }
+            db.run_ended(&tx, old, &failed).await?;
         }
         tx.commit().await.map_err(|e| db.err(e))?;
         self.wake_workers();

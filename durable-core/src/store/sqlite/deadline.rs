@@ -81,7 +81,12 @@ impl Shared {
                         timeout_ms: to_u64(timeout_ms),
                     },
                 ),
-                (now, EventKind::RunFailed { error }),
+                (
+                    now,
+                    EventKind::RunFailed {
+                        error: error.clone(),
+                    },
+                ),
             ],
         )?;
         // The owner, if any, is fenced out: its next commit is refused.
@@ -103,6 +108,7 @@ impl Shared {
                 .execute([key])
                 .map_err(sql_err)?;
         }
+        self.run_ended(conn, key, &EventKind::RunFailed { error })?;
         tracing::info!(run = key, reason, "run ended: execution timeout");
         Ok(true)
     }

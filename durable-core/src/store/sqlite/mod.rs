@@ -2,6 +2,7 @@
 //! commits many runs' appends in one transaction (group commit), reader threads on
 //! their own connections.
 
+mod children;
 mod deadline;
 mod heartbeat;
 mod queues;
@@ -14,8 +15,8 @@ mod writer;
 use super::sealing::{self, StoredText};
 use super::{
     ActivityTask, AttemptResult, ClaimedRun, Commit, CommitOutcome, InboxItem, PendingActivity,
-    PendingTimer, QueueInfo, QueueLimit, RunFilter, RunInfo, RunStatus, StartOutcome, StartRequest,
-    Store,
+    PendingTimer, QueueInfo, QueueLimit, RunFamily, RunFilter, RunInfo, RunStatus, StartOutcome,
+    StartRequest, Store,
 };
 use crate::clock;
 use crate::error::StoreError;
@@ -450,7 +451,8 @@ impl Shared {
 
 /// Starts the run a committing run continues as, inside the commit's transaction: the
 /// next run of the same workflow id (the latest from now on), with the old run's
-/// execution deadline and published status, the signals the old run's code had not
+/// execution deadline and published status, its parent (a child that continues as new
+/// still answers its parent, from its last run), the signals the old run's code had not
 /// taken, and the signals and cancel requests waiting in the old run's inbox.
 fn continue_as_new(
     shared: &Shared,
@@ -462,9 +464,11 @@ fn continue_as_new(
     let now = clock::now_ms();
     conn.prepare_cached(
         "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-         last_event_id, ready, execution_timeout_ms, deadline_ms, published_status)
+         last_event_id, ready, execution_timeout_ms, deadline_ms, published_status,
+         parent_key, parent_seq, cancel_policy, cancel_requested)
          SELECT namespace, workflow_id, ?2, ?3, 'running', ?4, ?4, 1, 1, execution_timeout_ms, deadline_ms,
-         published_status FROM runs WHERE run_key = ?1",
+         published_status, parent_key, parent_seq, cancel_policy, cancel_requested
+         FROM runs WHERE run_key = ?1",
     )
     .map_err(sql_err)?
     .execute(params![old, next.run_id.as_str(), next.workflow, now])
@@ -715,8 +719,12 @@ impl Store for SqliteStore {
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
         let shared = self.shared.clone();
-        let creates_remote_work = c.activities.iter().any(|a| !a.local);
-        let continues = c.finish == Some(RunStatus::Continued);
+        // Child runs started, or a parent's inbox written by a finishing child.
+        let touches_other_runs = c.finish.is_some()
+            || c.events
+                .iter()
+                .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
+        let creates_remote_work = touches_other_runs || c.activities.iter().any(|a| !a.local);
         let out = self
             .writer
             .submit_checked(move |conn| {
@@ -918,6 +926,9 @@ impl Store for SqliteStore {
                         .map_err(sql_err)?;
                     }
                 }
+                if touches_other_runs {
+                    shared.start_children(conn, key, &c.events, c.finish.is_some())?;
+                }
                 // Its own statement, only when there is something to write: the row's page
                 // is dirty already, and the UPDATEs below stay as they were.
                 if let Some(published) = &c.published_status {
@@ -951,6 +962,9 @@ impl Store for SqliteStore {
                         .map_err(sql_err)?
                         .execute(params![key, last_id, status.as_str(), now])
                         .map_err(sql_err)?;
+                        if let Some((_, terminal)) = c.events.iter().rev().find(|(_, k)| k.is_terminal()) {
+                            shared.run_ended(conn, key, terminal)?;
+                        }
                     }
                     // Two statements rather than one with CASE: an UPDATE that names
                     // `owner` rewrites its index entry even when the value stays, one
@@ -986,7 +1000,7 @@ impl Store for SqliteStore {
                 })
             })
             .await?;
-        if creates_remote_work || continues || !out.queued.is_empty() {
+        if creates_remote_work || !out.queued.is_empty() {
             self.wake_workers();
         }
         Ok(out)
@@ -1388,8 +1402,11 @@ impl Store for SqliteStore {
                 let Some((key, _)) = shared.latest_run(conn, wid.as_str())? else {
                     return Err(StoreError::NotFound(wid));
                 };
-                match shared.append_inbound(conn, key, EventKind::CancelRequested { reason })? {
-                    Some(_) => Ok(()),
+                let cancel = EventKind::CancelRequested {
+                    reason: reason.clone(),
+                };
+                match shared.append_inbound(conn, key, cancel)? {
+                    Some(_) => shared.cancel_requested(conn, key, wid.as_str(), &reason),
                     None => Err(StoreError::Finished(wid)),
                 }
             })
@@ -1467,6 +1484,7 @@ impl Store for SqliteStore {
                 let key = conn.last_insert_rowid();
                 let mut scheduled = std::collections::BTreeMap::new();
                 let mut timers = std::collections::BTreeMap::new();
+                let mut children = std::collections::BTreeSet::new();
                 for (id, time, kind, seq, body) in rows {
                     conn.prepare_cached(
                         "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1487,9 +1505,16 @@ impl Store for SqliteStore {
                         EventKind::TimerFired { seq } => {
                             timers.remove(&seq.0);
                         }
+                        EventKind::ChildStarted { seq, .. } => {
+                            children.insert(seq.0);
+                        }
+                        EventKind::ChildCompleted { seq, .. } | EventKind::ChildFailed { seq, .. } => {
+                            children.remove(&seq.0);
+                        }
                         _ => {}
                     }
                 }
+                shared.move_children(conn, old, key, &children)?;
                 for (seq, (event_id, name, queue)) in scheduled {
                     conn.prepare_cached(
                         "INSERT INTO activity_tasks (run_key, seq, namespace, name, task_queue, event_id, attempt, owner,
@@ -1512,8 +1537,9 @@ impl Store for SqliteStore {
                     .map_err(sql_err)?;
                 if status == "running" || status == "suspended" {
                     let reason = format!("reset to run {run_id} at event {to}");
-                    let error = crate::error::WorkflowError::new("Reset", reason.clone());
-                    shared.append(conn, old, last, &[(now, EventKind::RunFailed { error })])?;
+                    let error = crate::error::WorkflowError::new(crate::error::KIND_RESET, reason.clone());
+                    let failed = EventKind::RunFailed { error };
+                    shared.append(conn, old, last, &[(now, failed.clone())])?;
                     conn.execute(
                         "UPDATE runs SET status = 'failed', reason = ?2, ready = 0, owner = NULL, fence = fence + 1,
                          lease_expires_at_ms = 0, last_event_id = last_event_id + 1, updated_at_ms = ?3 WHERE run_key = ?1",
@@ -1524,6 +1550,7 @@ impl Store for SqliteStore {
                         .map_err(sql_err)?;
                     conn.execute("DELETE FROM timers WHERE run_key = ?1", [old])
                         .map_err(sql_err)?;
+                    shared.run_ended(conn, old, &failed)?;
                 }
                 Ok(StartOutcome {
                     key: RunKey(key),
@@ -1701,6 +1728,10 @@ impl Store for SqliteStore {
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
         self.queues().await
+    }
+
+    async fn run_family(&self, key: RunKey) -> Result<RunFamily, StoreError> {
+        self.family_of(key).await
     }
 
     fn work_notifier(&self) -> Arc<tokio::sync::Notify> {

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_published_status.sql"),
     include_str!("migrations/006_schedules.sql"),
     include_str!("migrations/007_queue_limits.sql"),
+    include_str!("migrations/008_child_runs.sql"),
 ];
 
 /// The newest schema version this binary knows.
