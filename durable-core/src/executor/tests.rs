@@ -1971,6 +1971,7 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
 }
 
 mod continue_as_new;
+mod finish_batch;
 mod saga;
 mod status;
 mod timeout;
