@@ -233,6 +233,12 @@ impl RunMachine {
     /// ([`RunMachine::take_commands`]) and record them before applying the next event: a
     /// command still untaken when the next event arrives is one the history lacks.
     ///
+    /// Once the code has finished (returned, not continued as new), further inbound
+    /// events of the same activation are applied as records only: the code is not polled
+    /// for them, and the run's end is recorded after them with [`RunMachine::finish_time`]
+    /// as its time. On replay such events must be followed by that end; see
+    /// [`RunMachine::check_history_end`].
+    ///
     /// # Errors
     ///
     /// A [`ReplayError`] when the code diverges from history, the history is malformed,
