@@ -99,6 +99,73 @@ async fn a_late_decision_is_recorded_before_the_approval_completes() {
     let db = dir.path().join("approval.db");
     let store: SharedStore =
         Arc::new(SqliteStore::open(&db, SqliteOptions::default()).expect("open"));
+    let history = late_decision(store.clone()).await;
+    let info = store
+        .find_run(&WorkflowId::from(ID))
+        .await
+        .expect("find")
+        .expect("the run exists");
+    let recorded = HistoryFile::new(WorkflowId::from(ID), info.run_id, history.clone());
+    if std::env::var_os("DURABLE_WRITE_FIXTURES").is_some() {
+        std::fs::write(fixture(), recorded.to_json()).expect("write the fixture");
+    }
+    // The saved fixture is a history of this same shape (its times and ids differ).
+    let saved = HistoryFile::read(&fixture()).expect("the fixture parses");
+    let kinds = |h: &[durable::Event]| h.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
+    assert_eq!(kinds(&saved.events), kinds(&history));
+    let report = durable::Replayer::new(approval_example::registry())
+        .replay_file(&fixture())
+        .expect("the fixture replays");
+    assert!(matches!(
+        report.outcome,
+        durable::ReplayOutcome::Completed(_)
+    ));
+}
+
+/// The same on PostgreSQL, in a schema of its own (dropped after); skipped, saying why,
+/// without `DURABLE_TEST_DATABASE_URL`.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_decision_is_recorded_before_the_approval_completes_on_postgres() {
+    use futures::FutureExt;
+    let Ok(url) = std::env::var("DURABLE_TEST_DATABASE_URL") else {
+        println!(
+            "skipping the PostgreSQL finishing-batch test: DURABLE_TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let schema = format!("sigfix_{}", durable::RunId::generate().0.replace('-', "_"));
+    let options = durable::PostgresOptions {
+        schema: Some(schema.clone()),
+        ..durable::PostgresOptions::default()
+    };
+    let store = match durable::PostgresStore::connect(&url, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipping the PostgreSQL finishing-batch test: {e}");
+            return;
+        }
+    };
+    let outcome = std::panic::AssertUnwindSafe(late_decision(Arc::new(store)))
+        .catch_unwind()
+        .await;
+    if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        let driver = tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+        drop(client);
+        let _ = driver.await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs the approval with each activity result and a signal waiting together, the last
+/// signal a late second answer; checks that answer is recorded before the end and
+/// returns the history.
+async fn late_decision(store: SharedStore) -> Vec<durable::Event> {
     let client = Client::new(store.clone());
     let id = WorkflowId::from(ID);
     client
@@ -161,25 +228,22 @@ async fn a_late_decision_is_recorded_before_the_approval_completes() {
     };
     assert_eq!(outcome.status, "approved");
     assert_eq!(outcome.decided_by.as_deref(), Some("lee"));
+    assert!(
+        store
+            .read_inbox(info_key(&store).await)
+            .await
+            .expect("read the inbox")
+            .is_empty(),
+        "nothing is left behind"
+    );
+    history
+}
 
-    let info = store
-        .find_run(&id)
+async fn info_key(store: &SharedStore) -> durable_core::ids::RunKey {
+    store
+        .find_run(&WorkflowId::from(ID))
         .await
         .expect("find")
-        .expect("the run exists");
-    let recorded = HistoryFile::new(id.clone(), info.run_id, history.clone());
-    if std::env::var_os("DURABLE_WRITE_FIXTURES").is_some() {
-        std::fs::write(fixture(), recorded.to_json()).expect("write the fixture");
-    }
-    // The saved fixture is a history of this same shape (its times and ids differ).
-    let saved = HistoryFile::read(&fixture()).expect("the fixture parses");
-    let kinds = |h: &[durable::Event]| h.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
-    assert_eq!(kinds(&saved.events), kinds(&history));
-    let report = durable::Replayer::new(approval_example::registry())
-        .replay_file(&fixture())
-        .expect("the fixture replays");
-    assert!(matches!(
-        report.outcome,
-        durable::ReplayOutcome::Completed(_)
-    ));
+        .expect("the run exists")
+        .key
 }
