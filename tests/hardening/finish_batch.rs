@@ -144,7 +144,7 @@ async fn a_signal_in_the_finishing_batch_is_recorded_before_the_end() {
         durable::ReplayOutcome::Completed(_)
     ));
     // `status` and `history` show it.
-    drop(store);
+    drop((client, store));
     support::settle(&db);
     let status = support::host_cli("base", &db, &["status", "sigfix"]).run();
     assert!(status.ok().contains("completed"), "{}", status.stdout);
