@@ -294,7 +294,10 @@ pub enum ReplayError {
         /// "completed", "failed" or "was cancelled".
         recorded: String,
     },
-    /// The code finished but history does not end there.
+    /// The code finished but history does not end there. Inbound events recorded after
+    /// the event the code returned in are not this error when the run's end follows them
+    /// in the same activation (the rest of that activation's batch); `event` is then the
+    /// first of them.
     #[error("non-determinism at event {event}: the code finished the run, history has {recorded}")]
     EarlyFinish {
         /// The first event the code did not account for.

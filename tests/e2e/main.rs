@@ -5,6 +5,7 @@ mod cli;
 mod continue_as_new;
 mod crash;
 mod debugging;
+mod finish_batch;
 mod heartbeat;
 mod queries;
 mod queues;

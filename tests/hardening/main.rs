@@ -11,6 +11,7 @@
 //! Fuzzing) come from this binary.
 
 mod bad_input;
+mod finish_batch;
 mod flows;
 mod fuzz;
 mod nondeterminism;

@@ -99,6 +99,12 @@ pub struct RunMachine {
     last_command: u32,
     /// The terminal event, once applied: nothing may follow it.
     finished_at: Option<EventId>,
+    /// The time of the event whose activation the code finished in: the terminal event
+    /// is recorded with it, after the rest of that activation's inbound events.
+    finish_time: Option<i64>,
+    /// The first inbound event applied after the code finished (recorded, not given to
+    /// the code), with its name: the terminal event must close that same activation.
+    after_finish: Option<(EventId, &'static str)>,
     /// The last event of the recorded history being replayed (0 when live).
     history_end: EventId,
 }
@@ -200,6 +206,8 @@ impl RunMachine {
             started: false,
             last_command: 0,
             finished_at: None,
+            finish_time: None,
+            after_finish: None,
             history_end: EventId(0),
         })
     }
@@ -224,6 +232,12 @@ impl RunMachine {
     /// Take the commands the previous event made the code issue
     /// ([`RunMachine::take_commands`]) and record them before applying the next event: a
     /// command still untaken when the next event arrives is one the history lacks.
+    ///
+    /// Once the code has finished (returned, not continued as new), further inbound
+    /// events of the same activation are applied as records only: the code is not polled
+    /// for them, and the run's end is recorded after them with [`RunMachine::finish_time`]
+    /// as its time. On replay such events must be followed by that end; see
+    /// [`RunMachine::check_history_end`].
     ///
     /// # Errors
     ///
@@ -262,6 +276,10 @@ impl RunMachine {
             });
         }
         if kind.is_command() {
+            // Commands of the finishing activation come right after its event, before
+            // the inbound events left over: one after them means the recorded run went
+            // on running where the code had finished.
+            self.check_no_leftovers()?;
             let seq = kind.seq().expect("command events carry a command number");
             if seq.0 != self.last_command + 1 {
                 return Err(ReplayError::Malformed {
@@ -290,6 +308,9 @@ impl RunMachine {
             workflow, input, ..
         } = kind
         {
+            // A run that continues as new records nothing after the code's end: what is
+            // left of its activation moves to the next run.
+            self.check_no_leftovers()?;
             let recorded = ContinuedAsNew::describe(workflow, input);
             let code = match (&self.outcome, &self.continued) {
                 (_, Some(c)) if c.workflow == *workflow && c.input == *input => {
@@ -314,6 +335,10 @@ impl RunMachine {
             });
         }
         if kind.is_terminal() {
+            if self.after_finish.is_some() && Some(event.time_ms) != self.finish_time {
+                // The recorded end does not close the activation the code finished in.
+                self.check_no_leftovers()?;
+            }
             if let Some(c) = &self.continued {
                 return Err(ReplayError::DifferentOutcome {
                     event: event.id,
@@ -358,12 +383,24 @@ impl RunMachine {
             };
         }
         if self.is_finished() {
-            // The run's end is recorded in the activation where the code finished, so
-            // the recorded run applied this event while still running: it diverged.
-            return Err(ReplayError::EarlyFinish {
-                event: event.id,
-                recorded: kind.name().to_owned(),
-            });
+            // The run's end is recorded in the activation where the code finished, after
+            // that activation's other inbound events: they are recorded, and the code is
+            // not polled for them. The terminal event must follow (checked there, and by
+            // `check_history_end`), or the recorded run applied this one while still
+            // running: it diverged. A run that continues as new hands them on instead.
+            if self.continued.is_some()
+                || !kind.is_inbound()
+                || matches!(kind, EventKind::RunStarted { .. })
+            {
+                return Err(ReplayError::EarlyFinish {
+                    event: event.id,
+                    recorded: kind.name().to_owned(),
+                });
+            }
+            if self.after_finish.is_none() {
+                self.after_finish = Some((event.id, kind.name()));
+            }
+            return Ok(());
         }
         {
             let mut state = self.state.borrow_mut();
@@ -417,6 +454,7 @@ impl RunMachine {
             self.outcome = Some(Err(WorkflowError::execution_timeout(
                 std::time::Duration::from_millis(*timeout_ms),
             )));
+            self.finish_time = Some(event.time_ms);
             return Ok(());
         }
         self.poll_until_quiescent()?;
@@ -431,7 +469,36 @@ impl RunMachine {
                 ))));
             }
         }
+        if self.is_finished() {
+            self.finish_time = Some(event.time_ms);
+        }
         Ok(())
+    }
+
+    /// Fails with [`ReplayError::EarlyFinish`] when inbound events were applied after the
+    /// code finished (the first of them is named).
+    fn check_no_leftovers(&self) -> Result<(), ReplayError> {
+        match self.after_finish {
+            Some((event, name)) => Err(ReplayError::EarlyFinish {
+                event,
+                recorded: name.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks the end of a recorded history: inbound events recorded after the code
+    /// finished must be followed by the run's terminal event in the same activation, so
+    /// a history that stops after them (without the end) ran on where the code finished.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError::EarlyFinish`] naming the first such event.
+    pub fn check_history_end(&self) -> Result<(), ReplayError> {
+        if self.finished_at.is_some() {
+            return Ok(());
+        }
+        self.check_no_leftovers()
     }
 
     fn poll_until_quiescent(&mut self) -> Result<(), ReplayError> {
@@ -533,6 +600,12 @@ impl RunMachine {
     /// How the code continued as new, if it did.
     pub fn continued_as_new(&self) -> Option<&ContinuedAsNew> {
         self.continued.as_ref()
+    }
+
+    /// The time of the event in whose activation the code finished, if it did: the
+    /// time to record the terminal event with, after the activation's other events.
+    pub fn finish_time(&self) -> Option<i64> {
+        self.finish_time
     }
 
     /// The last event applied.

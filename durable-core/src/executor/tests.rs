@@ -1972,6 +1972,7 @@ fn recorded_runs_replay_to_the_same_commands_and_outcome() {
 
 mod child;
 mod continue_as_new;
+mod finish_batch;
 mod queues;
 mod saga;
 mod status;

@@ -32,6 +32,7 @@ pub fn restore(
     for event in history {
         machine.apply(event)?;
     }
+    machine.check_history_end()?;
     machine.set_replaying(false);
     Ok(machine)
 }

@@ -868,8 +868,9 @@ impl TestEnv {
     }
 
     /// One activation: applies an inbound event at the current virtual time, then
-    /// records the commands the code issued (scheduling their activities and timers)
-    /// and its outcome, each applied back, as a worker does.
+    /// records the commands the code issued (scheduling their activities and timers),
+    /// what else arrived by now if the code returned, and its outcome, each applied
+    /// back, as a worker does.
     fn activate(&mut self, kind: EventKind) -> Result<(), TestEnvError> {
         let now = self.now_ms;
         let limit = self.max_events;
@@ -923,6 +924,29 @@ impl TestEnv {
         }
         if let Some(status) = run.machine.take_published_status() {
             run.published_status = Some(status);
+        }
+        if run.machine.outcome().is_some() && run.machine.continued_as_new().is_none() {
+            // As a worker does with the rest of an activation's batch: what else has
+            // arrived by now (signals, cancel requests, timer firings, child outcomes) is
+            // recorded before the run's end, without polling the code, so no signal is
+            // dropped. Activity attempts and child runs still to run are not results:
+            // they are dropped with the run.
+            let arrived = self.timeline.take_due(now, |due| {
+                !matches!(due, Due::Attempt { .. } | Due::Child { .. })
+            });
+            for (_, due) in arrived {
+                let kind = match due {
+                    Due::Timer { seq } => EventKind::TimerFired { seq },
+                    Due::Signal { name, payload } => EventKind::SignalReceived { name, payload },
+                    Due::Cancel { reason } => EventKind::CancelRequested { reason },
+                    Due::ChildDone { seq, outcome } => match outcome {
+                        Ok(output) => EventKind::ChildCompleted { seq, output },
+                        Err(error) => EventKind::ChildFailed { seq, error },
+                    },
+                    Due::Attempt { .. } | Due::Child { .. } => continue,
+                };
+                run.append(now, kind, limit)?;
+            }
         }
         if let Some(outcome) = run.machine.take_outcome() {
             let kind = match outcome {

@@ -691,3 +691,4 @@ fn misuse_is_reported() -> TestResult {
 }
 
 mod continue_as_new;
+mod finish_batch;

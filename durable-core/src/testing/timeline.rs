@@ -70,6 +70,25 @@ impl Timeline {
             .collect()
     }
 
+    /// Takes, in order, the items due by `now_ms` that `take` says yes to, leaving the
+    /// others where they are.
+    pub(crate) fn take_due(
+        &mut self,
+        now_ms: i64,
+        mut take: impl FnMut(&Due) -> bool,
+    ) -> Vec<(i64, Due)> {
+        let keys: Vec<(i64, i64)> = self
+            .items
+            .iter()
+            .take_while(|((at, _), _)| *at <= now_ms)
+            .filter(|(_, due)| take(due))
+            .map(|(key, _)| *key)
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.items.remove(&key).map(|due| (key.0, due)))
+            .collect()
+    }
+
     pub(crate) fn pop(&mut self) -> Option<(i64, Due)> {
         self.items.pop_first().map(|((at, _), due)| (at, due))
     }

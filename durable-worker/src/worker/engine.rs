@@ -26,8 +26,9 @@ pub(crate) struct Activation {
     /// The latest status the code published (`ctx.set_status`) during the activation,
     /// restore included; `None` when it published none.
     pub(crate) published_status: Option<Payload>,
-    /// How many of the request's inbound events were applied (the rest came after the
-    /// code finished).
+    /// How many of the request's inbound events were recorded. All of them, unless the
+    /// code continued as new: what came after that stays in the inbox, for the store to
+    /// move to the next run.
     pub(crate) applied_inbound: usize,
 }
 
@@ -168,7 +169,10 @@ fn activate(
     record_commands(machine, now, &mut out, max_payload)?;
     let mut applied_inbound = 0;
     for (time, kind) in inbound {
-        if machine.is_finished() {
+        // Once the code has returned, the rest of the batch is still recorded (the
+        // machine does not poll the code for it), so that no signal the store
+        // acknowledged is dropped; the run's end follows them, below.
+        if machine.continued_as_new().is_some() {
             break;
         }
         applied_inbound += 1;
@@ -181,6 +185,8 @@ fn activate(
         out.push((event.time_ms, event.kind));
         record_commands(machine, time, &mut out, max_payload)?;
     }
+    let end_time = machine.finish_time().unwrap_or(now);
+    record_end(machine, end_time, &mut out, max_payload)?;
     let published_status = machine.take_published_status();
     if let Some(status) = &published_status
         && status.len() > max_payload
@@ -253,6 +259,17 @@ fn record_commands(
         machine.apply(&event)?;
         out.push((event.time_ms, event.kind));
     }
+    Ok(())
+}
+
+/// Records the run's end, if the code finished: after every inbound event of the
+/// activation, with the time of the one the code finished in (replay checks both).
+fn record_end(
+    machine: &mut RunMachine,
+    time: i64,
+    out: &mut Vec<(i64, EventKind)>,
+    max_payload: usize,
+) -> Result<(), ReplayError> {
     if let Some(outcome) = machine.take_outcome() {
         let kind = match outcome {
             Ok(output) if output.len() > max_payload => {

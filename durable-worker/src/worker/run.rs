@@ -564,8 +564,10 @@ impl RunActor {
         }
         let finish = activation.finished;
         if finish == Some(durable_core::store::RunStatus::Continued) {
-            // Inbox entries the code did not get to (they come first in `inbound`) stay
-            // where they are: the store moves the signals among them to the new run.
+            // Inbox entries that came after the code continued as new (they come first
+            // in `inbound`) are not recorded in this run: they stay where they are, and
+            // the store moves the signals and cancel requests among them to the new run.
+            // Every other ending records the whole batch, so everything is consumed.
             consumed.truncate(activation.applied_inbound);
         }
         let commit = Commit {
