@@ -331,4 +331,5 @@ conformance_tests!(
     child_outcomes_reach_the_parent,
     cancellation_reaches_children_by_policy,
     a_reset_parent_keeps_its_pending_children,
+    runs_are_claimed_only_by_workers_of_their_workflow,
 );

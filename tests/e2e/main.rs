@@ -10,6 +10,7 @@ mod heartbeat;
 mod queries;
 mod queues;
 mod replay;
+mod routing;
 mod saga;
 mod schedules;
 mod support;

@@ -436,10 +436,13 @@ pub trait Store: Send + Sync + 'static {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError>;
 
     /// Claims up to `limit` runs that have unapplied events and no live owner (or are
-    /// owned by `worker` already), leasing them for `lease`.
+    /// owned by `worker` already), leasing them for `lease`. Only runs of a workflow named
+    /// in `workflows` (the ones the worker registers) are claimed: a run of any other
+    /// workflow stays ready, unowned and uncounted, for a worker that can run it.
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError>;

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     /// Counted, since a superseded attempt and its successor can both be here.
     pub(crate) attempts: Mutex<HashMap<(RunKey, CommandSeq), u32>>,
     pub(crate) activity_names: Vec<String>,
+    /// The workflows this worker registers: the only runs it claims.
+    pub(crate) workflow_names: Vec<String>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) clock_tick: AtomicU64,
@@ -195,6 +197,11 @@ impl Worker {
             .map(str::to_owned)
             .collect();
         activity_names.sort();
+        let workflow_names: Vec<String> = registry
+            .workflow_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let shared = Arc::new(Shared {
             id: WorkerId::generate(),
             engine: Mutex::new(EngineHandle::spawn(registry.clone())),
@@ -206,6 +213,7 @@ impl Worker {
             options,
             runs: Mutex::new(HashMap::new()),
             activity_names,
+            workflow_names,
             stats: Arc::new(WorkerStats::default()),
             shutdown: shutdown_rx,
             clock_tick: AtomicU64::new(0),

@@ -155,7 +155,7 @@ pub async fn child_runs_start_with_the_parent_commit(open: Opener<'_>) {
         "the child's execution timeout gives it a deadline"
     );
     let claimable = store
-        .claim_runs(&w, 100, LONG_LEASE)
+        .claim_runs(&w, &strings(WORKFLOWS), 100, LONG_LEASE)
         .await
         .expect("claim_runs");
     assert!(

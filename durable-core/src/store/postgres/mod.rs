@@ -614,10 +614,11 @@ impl Store for PostgresStore {
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        if limit == 0 {
+        if workflows.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let db = &self.inner;
@@ -635,6 +636,7 @@ impl Store for PostgresStore {
                          AND (owner IS NULL OR owner = $2 OR lease_expires_at_ms < ",
                     now_ms!(),
                     ")
+                         AND workflow = ANY($5)
                          ORDER BY run_key LIMIT $3
                          FOR UPDATE SKIP LOCKED)
                      UPDATE runs r SET fence = CASE WHEN r.owner = $2 THEN r.fence ELSE r.fence + 1 END,
@@ -645,7 +647,13 @@ impl Store for PostgresStore {
                      RETURNING r.run_key, r.workflow_id, r.run_id, r.workflow, r.fence, r.last_event_id,
                          r.activation_failures"
                 ),
-                &[&db.namespace, &worker.0, &limit_param(limit), &lease_ms],
+                &[
+                    &db.namespace,
+                    &worker.0,
+                    &limit_param(limit),
+                    &lease_ms,
+                    &workflows,
+                ],
             )
             .await?;
         let mut claimed: Vec<ClaimedRun> = rows

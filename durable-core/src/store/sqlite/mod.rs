@@ -596,13 +596,22 @@ impl Store for SqliteStore {
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
+        if workflows.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
         let ns = self.shared.namespace.clone();
         let me = worker.0.clone();
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Look first on a reader, so an idle poll takes no write lock.
+        let workflows_json =
+            serde_json::to_string(workflows).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // Look first on a reader, so an idle poll takes no write lock. The workflow
+        // filter rides on the ready index's scan (the names come as one JSON parameter,
+        // however many the worker registers); a run's workflow never changes, so the
+        // claiming update below needs no second look at it.
         let candidates: Vec<i64> = self
             .readers
             .submit({
@@ -612,11 +621,12 @@ impl Store for SqliteStore {
                     let mut stmt = conn
                         .prepare_cached(
                             "SELECT run_key FROM runs WHERE namespace = ?1 AND ready = 1 AND status = 'running'
-                             AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3) ORDER BY run_key LIMIT ?4",
+                             AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3)
+                             AND workflow IN (SELECT value FROM json_each(?5)) ORDER BY run_key LIMIT ?4",
                         )
                         .map_err(sql_err)?;
                     let rows = stmt
-                        .query_map(params![ns, me, now, lim], |r| r.get(0))
+                        .query_map(params![ns, me, now, lim, workflows_json], |r| r.get(0))
                         .map_err(sql_err)?;
                     rows.collect::<Result<_, _>>().map_err(sql_err)
                 }

@@ -72,12 +72,21 @@ fn start_request(id: &str) -> StartRequest {
     }
 }
 
+/// The workflows the tests start runs of, as a worker registering them claims with.
+fn workflows() -> Vec<String> {
+    vec!["order".to_owned(), "refund".to_owned()]
+}
+
 async fn start(store: &SqliteStore, id: &str) -> Result<StartOutcome, StoreError> {
     timed("start_run", store.start_run(start_request(id))).await
 }
 
 async fn claim(store: &SqliteStore, who: &str) -> Result<Vec<ClaimedRun>, StoreError> {
-    timed("claim_runs", store.claim_runs(&worker(who), 256, LEASE)).await
+    timed(
+        "claim_runs",
+        store.claim_runs(&worker(who), &workflows(), 256, LEASE),
+    )
+    .await
 }
 
 /// Claims the one run that should be claimable.
@@ -569,7 +578,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out() -> Tes
     let run = start(&store, "order-1").await?;
     let old = timed(
         "claim_runs",
-        store.claim_runs(&worker("w1"), 10, Duration::ZERO),
+        store.claim_runs(&worker("w1"), &workflows(), 10, Duration::ZERO),
     )
     .await?;
     assert_eq!(old.len(), 1);
