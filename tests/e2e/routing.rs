@@ -146,3 +146,90 @@ fn two_services_sharing_a_database_run_only_their_own_workflows() {
     order_worker.kill();
     report_worker.kill();
 }
+
+#[test]
+fn a_run_on_a_named_task_queue_runs_only_on_a_worker_serving_it() {
+    let dir = temp_dir();
+    let db = dir.path().join("queues.db");
+    let log = dir.path().join("workers.log");
+    let input = example_input("order-ok").to_string();
+
+    // Bad input: one error line, exit 2, no run.
+    order(
+        &db,
+        &[
+            "start",
+            "order",
+            "--id",
+            "bad",
+            "--input",
+            &input,
+            "--task-queue",
+            "",
+        ],
+    )
+    .run()
+    .expect_one_error_line(2, "--task-queue");
+    assert!(!db.exists(), "a refused start creates no database");
+
+    let out = order(
+        &db,
+        &[
+            "start",
+            "order",
+            "--id",
+            "vip-1",
+            "--input",
+            &input,
+            "--task-queue",
+            "vip",
+        ],
+    )
+    .run();
+    assert_eq!(out.ok().trim(), "vip-1");
+    start_order(&db, "plain-1");
+
+    // A worker of the default queue runs the plain order only.
+    let mut general = order(&db, &["worker", "--poll-ms", "20"]).spawn(&log);
+    wait_until(PHASE, "the default-queue order to complete", || {
+        general.assert_running();
+        let all = runs(&db);
+        match all.iter().find(|r| r.0 == "plain-1") {
+            Some(r) if r.2 == "completed" => Ok(()),
+            _ => Err(format!("{all:?}")),
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_untouched(&db, "with only a default-queue worker");
+    let status = order(&db, &["status", "vip-1"]).run();
+    let shown = status.ok();
+    assert!(shown.contains("running"), "vip-1 waits: {shown}");
+    assert!(
+        shown.contains("task queue:   vip"),
+        "status shows the queue: {shown}"
+    );
+    let listed = order(&db, &["list", "--json"])
+        .run()
+        .expect_code(0)
+        .json_lines();
+    let by_id = |id: &str| {
+        listed
+            .iter()
+            .find(|r| r["workflow_id"] == id)
+            .unwrap_or_else(|| panic!("list --json has no run {id}: {listed:?}"))
+            .clone()
+    };
+    assert_eq!(by_id("vip-1")["task_queue"], "vip");
+    assert_eq!(by_id("vip-1")["status"], "running");
+    assert!(
+        by_id("plain-1").get("task_queue").is_none(),
+        "a run on the default queue shows no queue"
+    );
+
+    // A worker serving vip takes it.
+    let mut vip = order(&db, &["worker", "--poll-ms", "20", "--task-queue", "vip"]).spawn(&log);
+    wait_completed(&db, "order", 2, &mut [&mut general, &mut vip]);
+    assert_untouched(&db, "with both workers");
+    general.kill();
+    vip.kill();
+}

@@ -229,13 +229,15 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
         &self,
         worker: &WorkerId,
         workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         self.around(
             Call::Write,
             None,
-            self.inner.claim_runs(worker, workflows, limit, lease),
+            self.inner
+                .claim_runs(worker, workflows, queues, limit, lease),
         )
         .await
     }

@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     pub(crate) activity_names: Vec<String>,
     /// The workflows this worker registers: the only runs it claims.
     pub(crate) workflow_names: Vec<String>,
+    /// The task queues this worker serves, as the store names them (see
+    /// `activities::served_queues`): for runs as for activity attempts.
+    pub(crate) served_queues: Vec<String>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) clock_tick: AtomicU64,
@@ -202,6 +205,7 @@ impl Worker {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        let served_queues = activities::served_queues(&options.task_queues);
         let shared = Arc::new(Shared {
             id: WorkerId::generate(),
             engine: Mutex::new(EngineHandle::spawn(registry.clone())),
@@ -214,6 +218,7 @@ impl Worker {
             runs: Mutex::new(HashMap::new()),
             activity_names,
             workflow_names,
+            served_queues,
             stats: Arc::new(WorkerStats::default()),
             shutdown: shutdown_rx,
             clock_tick: AtomicU64::new(0),

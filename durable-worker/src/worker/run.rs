@@ -108,6 +108,7 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
             .claim_runs(
                 &shared.id,
                 &shared.workflow_names,
+                &shared.served_queues,
                 limit,
                 shared.options.lease,
             )

@@ -266,7 +266,7 @@ fn check_text(what: &str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms, task_queue";
 
 fn run_info(r: &tokio_postgres::Row) -> RunInfo {
     let status: String = r.get(4);
@@ -284,6 +284,7 @@ fn run_info(r: &tokio_postgres::Row) -> RunInfo {
         reason: r.get(10),
         activation_failures: to_u32(r.get(11)),
         execution_deadline_ms: r.get(12),
+        task_queue: r.get(13),
     }
 }
 
@@ -536,14 +537,15 @@ impl Store for PostgresStore {
                 &tx,
                 concat!(
                     "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
-                     created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms)
+                     created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms,
+                     task_queue)
                      VALUES ($1, nextval('run_keys'), $2, 1, $3, $4, 'running', ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
                     ", 1, TRUE, $5::BIGINT, ",
                     now_ms!(),
-                    " + $5::BIGINT)
+                    " + $5::BIGINT, $6)
                      ON CONFLICT (namespace, workflow_id, run_number) DO NOTHING
                      RETURNING run_key, created_at_ms"
                 ),
@@ -553,6 +555,7 @@ impl Store for PostgresStore {
                     &run_id.as_str(),
                     &req.workflow,
                     &timeout_ms,
+                    &req.task_queue,
                 ],
             )
             .await?;
@@ -615,10 +618,11 @@ impl Store for PostgresStore {
         &self,
         worker: &WorkerId,
         workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        if workflows.is_empty() || limit == 0 {
+        if workflows.is_empty() || queues.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let db = &self.inner;
@@ -636,7 +640,7 @@ impl Store for PostgresStore {
                          AND (owner IS NULL OR owner = $2 OR lease_expires_at_ms < ",
                     now_ms!(),
                     ")
-                         AND workflow = ANY($5)
+                         AND workflow = ANY($5) AND task_queue = ANY($6)
                          ORDER BY run_key LIMIT $3
                          FOR UPDATE SKIP LOCKED)
                      UPDATE runs r SET fence = CASE WHEN r.owner = $2 THEN r.fence ELSE r.fence + 1 END,
@@ -653,6 +657,7 @@ impl Store for PostgresStore {
                     &limit_param(limit),
                     &lease_ms,
                     &workflows,
+                    &queues,
                 ],
             )
             .await?;
