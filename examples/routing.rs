@@ -1,6 +1,6 @@
 //! Routing runs: a worker claims only runs of the workflows it registers, on the task
 //! queues it serves. Here a `render` run (and its calls) go to the `gpu` queue and its
-//! `thumbnail` child follows it there, while an `index` run stays on the default queue;
+//! `thumbnail` child is started there too, while an `index` run stays on the default queue;
 //! two workers in this process, one per queue, each take only their own runs.
 //!
 //! ```text
@@ -25,7 +25,7 @@ async fn describe(_ctx: ActivityContext, what: String) -> Result<String, Activit
     Ok(format!("{what} (process {})", std::process::id()))
 }
 
-/// A thumbnail of a rendered image: a child run, on its parent's queue.
+/// A thumbnail of a rendered image: a child run.
 #[workflow]
 pub async fn thumbnail(ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
     Ok(ctx
@@ -34,14 +34,15 @@ pub async fn thumbnail(ctx: WorkflowContext, name: String) -> Result<String, Wor
         .await?)
 }
 
-/// Renders an image, then its thumbnail as a child run (which inherits the `gpu` queue).
+/// Renders an image, then its thumbnail as a child run on `gpu` too (named here; a child
+/// without `.task_queue(..)` is on its parent's queue anyway).
 #[workflow]
 pub async fn render(ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
     let rendered = ctx
         .activity::<describe>(format!("render of {name}"))
         .task_queue("gpu")
         .await?;
-    let thumb = ctx.child::<thumbnail>(name).await?;
+    let thumb = ctx.child::<thumbnail>(name).task_queue("gpu").await?;
     Ok(format!("{rendered}; {thumb}"))
 }
 

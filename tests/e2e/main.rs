@@ -32,6 +32,9 @@ mod order_example;
 #[path = "../../examples/queues.rs"]
 mod queues_example;
 #[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/routing.rs"]
+mod routing_example;
+#[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/schedule.rs"]
 mod schedule_example;
 #[allow(dead_code, unreachable_pub)]
