@@ -144,6 +144,18 @@ pub async fn runs_are_claimed_only_on_their_task_queue(open: Opener<'_>) {
         .start_run(start_on("q-pay-elsewhere", "payments"))
         .await
         .expect("start in another namespace");
+    match store.start_run(start_on("q-bad", "pay\0ments")).await {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("task queue"), "{message}"),
+        other => panic!("a task queue with a NUL byte: expected Invalid, got {other:?}"),
+    }
+    assert!(
+        store
+            .find_run(&WorkflowId::from("q-bad"))
+            .await
+            .expect("find_run")
+            .is_none(),
+        "a refused start writes no run"
+    );
     assert_eq!(info(&store, "q-pay").await.task_queue, "payments");
     assert_eq!(info(&store, "q-default").await.task_queue, "");
 

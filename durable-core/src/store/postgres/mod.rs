@@ -525,6 +525,9 @@ impl Store for PostgresStore {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
         check_text("workflow id", req.workflow_id.as_str())?;
         check_text("workflow name", &req.workflow)?;
+        if !req.task_queue.is_empty() {
+            check_text("task queue", &req.task_queue)?;
+        }
         let timeout_ms = req.execution_timeout_ms()?;
         let db = &self.inner;
         let mut client = db.client().await?;
