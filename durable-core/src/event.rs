@@ -63,8 +63,8 @@ impl std::fmt::Display for ChildCancelPolicy {
     }
 }
 
-/// How a child run is started: what its parent's cancellation does to it, and its own
-/// execution timeout.
+/// How a child run is started: what its parent's cancellation does to it, its own
+/// execution timeout and its workflow task queue.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChildOptions {
     /// What the parent's cancellation (or end) does to the child.
@@ -73,6 +73,10 @@ pub struct ChildOptions {
     /// The child's execution timeout, in milliseconds; none when not set.
     #[serde(default)]
     pub execution_timeout_ms: Option<u64>,
+    /// The child's workflow task queue (empty: the default queue); none: its parent's.
+    /// Routing only, like an activity's queue: not compared on replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_queue: Option<String>,
 }
 
 /// One entry of a run's history.

@@ -172,7 +172,7 @@ mod pg {
             let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             assert_eq!(
                 versions,
-                [1, 2, 3, 4, 5, 6, 7, 8, 9],
+                [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
                 "each migration ran once"
             );
             drop(client);
@@ -233,6 +233,7 @@ mod pg {
                     input: durable_core::Payload::encode(&attempt).expect("encoding"),
                     seed: 1,
                     execution_timeout: None,
+                    task_queue: String::new(),
                 };
                 client_side.start_run(request).await.expect("start_run");
                 if tokio::time::timeout(Duration::from_secs(1), notified)
@@ -257,6 +258,7 @@ mod pg {
                 input: durable_core::Payload::encode(&0).expect("encoding"),
                 seed: 1,
                 execution_timeout: None,
+                task_queue: String::new(),
             };
             other_namespace.start_run(request).await.expect("start_run");
             assert!(
@@ -331,4 +333,6 @@ conformance_tests!(
     child_outcomes_reach_the_parent,
     cancellation_reaches_children_by_policy,
     a_reset_parent_keeps_its_pending_children,
+    runs_are_claimed_only_by_workers_of_their_workflow,
+    runs_are_claimed_only_on_their_task_queue,
 );

@@ -41,6 +41,8 @@ impl std::fmt::Debug for Client {
 pub struct StartOptions {
     /// See [`StartOptions::execution_timeout`].
     pub execution_timeout: Option<Duration>,
+    /// See [`StartOptions::task_queue`] (empty: the default queue).
+    pub task_queue: String,
 }
 
 impl StartOptions {
@@ -58,6 +60,21 @@ impl StartOptions {
     #[must_use]
     pub fn execution_timeout(mut self, timeout: Duration) -> Self {
         self.execution_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the run on this workflow task queue: only workers serving it (`worker
+    /// --task-queue`, [`WorkerOptions::task_queues`](crate::WorkerOptions::task_queues))
+    /// claim the run. Runs it continues as, resets of it and its child runs keep the
+    /// queue. The empty name and `"default"` are the default queue.
+    #[must_use]
+    pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
+        let queue = queue.into();
+        self.task_queue = if queue == "default" {
+            String::new()
+        } else {
+            queue
+        };
         self
     }
 }
@@ -169,6 +186,7 @@ impl Client {
                 input,
                 seed: rand::random(),
                 execution_timeout: options.execution_timeout,
+                task_queue: options.task_queue,
             })
             .await?;
         if outcome.workflow != workflow {

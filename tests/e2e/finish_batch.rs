@@ -3,14 +3,14 @@
 //! the saved fixture `tests/histories/approval-signal-at-finish.json` (rewrite it with
 //! `DURABLE_WRITE_FIXTURES=1 cargo test --test e2e finish_batch`).
 //!
-//! The worker serves a task queue the approval's activities are not on, so each result
-//! is reported through the store while no worker runs, next to a signal: the worker that
-//! claims the run then finds both in one batch, deterministically.
+//! The run is on a task queue its worker serves and its activities are not on, so each
+//! result is reported through the store while no worker runs, next to a signal: the
+//! worker that claims the run then finds both in one batch, deterministically.
 
 use crate::approval_example::{self, Decision, Request, approval};
 use durable::prelude::*;
 use durable::store::{AttemptResult, RunStatus, SharedStore};
-use durable::{EventKind, HistoryFile, Payload, SqliteOptions, SqliteStore};
+use durable::{EventKind, HistoryFile, Payload, SqliteOptions, SqliteStore, StartOptions};
 use durable_core::ids::WorkerId;
 use std::path::Path;
 use std::sync::Arc;
@@ -169,7 +169,7 @@ async fn late_decision(store: SharedStore) -> Vec<durable::Event> {
     let client = Client::new(store.clone());
     let id = WorkflowId::from(ID);
     client
-        .start::<approval>(
+        .start_with::<approval>(
             ID,
             &Request {
                 request_id: "r-4".into(),
@@ -177,6 +177,8 @@ async fn late_decision(store: SharedStore) -> Vec<durable::Event> {
                 approver: "lee@example.com".into(),
                 timeout_secs: 3600,
             },
+            // The run is on the queue the worker serves; its activities are not.
+            StartOptions::new().task_queue("elsewhere"),
         )
         .await
         .expect("start");

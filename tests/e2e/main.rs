@@ -10,6 +10,7 @@ mod heartbeat;
 mod queries;
 mod queues;
 mod replay;
+mod routing;
 mod saga;
 mod schedules;
 mod support;
@@ -30,6 +31,9 @@ mod order_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/queues.rs"]
 mod queues_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/routing.rs"]
+mod routing_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/schedule.rs"]
 mod schedule_example;

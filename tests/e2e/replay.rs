@@ -6,6 +6,7 @@ use crate::approval_example;
 use crate::fan_out_example;
 use crate::order_example;
 use crate::queues_example;
+use crate::routing_example;
 use crate::schedule_example;
 use crate::subscription_example;
 
@@ -30,6 +31,7 @@ fn all_examples() -> Registry {
         .merge(schedule_example::registry())
         .merge(queues_example::registry())
         .merge(fan_out_example::registry())
+        .merge(routing_example::registry())
 }
 
 #[test]

@@ -369,6 +369,7 @@ async fn run_all(
                         input: wf.input_from_json(input).expect("input"),
                         seed: 0x5eed,
                         execution_timeout: None,
+                        task_queue: String::new(),
                     })
                     .await
                     .expect("start");

@@ -228,13 +228,16 @@ impl<S: Store + ?Sized> Store for FaultStore<S> {
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         self.around(
             Call::Write,
             None,
-            self.inner.claim_runs(worker, limit, lease),
+            self.inner
+                .claim_runs(worker, workflows, queues, limit, lease),
         )
         .await
     }

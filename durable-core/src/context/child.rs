@@ -124,6 +124,19 @@ impl<O> ChildCall<O> {
         );
         self
     }
+
+    /// Starts the child on this workflow task queue, for the workers serving it; by
+    /// default the child is on its parent's queue. The empty name and `"default"` are
+    /// the default queue.
+    pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
+        let queue = queue.into();
+        self.options.task_queue = Some(if queue == "default" {
+            String::new()
+        } else {
+            queue
+        });
+        self
+    }
 }
 
 fn check_workflow_id(id: &str) -> Result<(), String> {

@@ -44,6 +44,7 @@ mod continue_as_new;
 mod deadlines;
 mod heartbeats;
 mod queues;
+mod routing;
 mod schedules;
 mod status;
 
@@ -62,6 +63,9 @@ pub use queues::{
     queue_concurrency_limit_holds_across_claimers,
     queue_limits_are_validated_listed_and_scoped_by_namespace,
     queue_rate_limit_spaces_starts_by_the_store_clock,
+};
+pub use routing::{
+    runs_are_claimed_only_by_workers_of_their_workflow, runs_are_claimed_only_on_their_task_queue,
 };
 pub use schedules::{
     due_schedules_start_one_run_per_tick, missed_ticks_follow_the_catch_up_policy,
@@ -106,6 +110,8 @@ pub const CHECKS: &[&str] = &[
     "child_outcomes_reach_the_parent",
     "cancellation_reaches_children_by_policy",
     "a_reset_parent_keeps_its_pending_children",
+    "runs_are_claimed_only_by_workers_of_their_workflow",
+    "runs_are_claimed_only_on_their_task_queue",
 ];
 
 /// Runs every check in turn on one database.
@@ -201,6 +207,12 @@ pub async fn run(name: &str, open: Opener<'_>) {
         "a_reset_parent_keeps_its_pending_children" => {
             children::a_reset_parent_keeps_its_pending_children(open).await
         }
+        "runs_are_claimed_only_by_workers_of_their_workflow" => {
+            runs_are_claimed_only_by_workers_of_their_workflow(open).await
+        }
+        "runs_are_claimed_only_on_their_task_queue" => {
+            runs_are_claimed_only_on_their_task_queue(open).await
+        }
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }
 }
@@ -213,6 +225,16 @@ const LONG_LEASE: Duration = Duration::from_secs(30);
 /// between two calls that expect it live.
 const SHORT_LEASE: Duration = Duration::from_millis(800);
 const DEFAULT_QUEUE: &[&str] = &[""];
+/// Every workflow the checks start runs of: a worker claiming with these claims them all.
+const WORKFLOWS: &[&str] = &[
+    "conformance",
+    "another",
+    "conformance-child",
+    "conformance-next",
+    "tick-wf",
+    "ov-skip",
+    "ov-allow",
+];
 
 fn worker(name: &str) -> WorkerId {
     WorkerId(name.to_owned())
@@ -233,6 +255,7 @@ fn start_request(id: &str) -> StartRequest {
         input: payload(id),
         seed: 7,
         execution_timeout: None,
+        task_queue: String::new(),
     }
 }
 
@@ -251,7 +274,13 @@ async fn claim(
     lease: Duration,
 ) -> Option<ClaimedRun> {
     store
-        .claim_runs(worker, 1000, lease)
+        .claim_runs(
+            worker,
+            &strings(WORKFLOWS),
+            &strings(DEFAULT_QUEUE),
+            1000,
+            lease,
+        )
         .await
         .unwrap_or_else(|e| panic!("claim_runs by {worker}: {e}"))
         .into_iter()
@@ -963,6 +992,7 @@ pub async fn start_is_idempotent(open: Opener<'_>) {
             input: payload(0),
             seed: 1,
             execution_timeout: None,
+            task_queue: String::new(),
         })
         .await
         .expect("a second start");
@@ -1004,7 +1034,13 @@ pub async fn concurrent_commits_all_land(open: Opener<'_>) {
     )
     .await;
     let claimed = stores[0]
-        .claim_runs(&w, 1000, LONG_LEASE)
+        .claim_runs(
+            &w,
+            &strings(WORKFLOWS),
+            &strings(DEFAULT_QUEUE),
+            1000,
+            LONG_LEASE,
+        )
         .await
         .expect("claim_runs");
     assert_eq!(claimed.len(), runs.len(), "every started run is claimable");
@@ -1617,7 +1653,13 @@ pub async fn namespaces_isolate_runs(open: Opener<'_>) {
         other => panic!("a signal across namespaces: expected NotFound, got {other:?}"),
     }
     let claimed_b = b
-        .claim_runs(&w, 1000, LONG_LEASE)
+        .claim_runs(
+            &w,
+            &strings(WORKFLOWS),
+            &strings(DEFAULT_QUEUE),
+            1000,
+            LONG_LEASE,
+        )
         .await
         .expect("claim_runs");
     assert_eq!(

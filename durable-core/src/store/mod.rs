@@ -120,6 +120,9 @@ pub struct StartRequest {
     /// End the run as failed if it is still running (or suspended) this long after it
     /// started, by the store's clock. Must be longer than zero.
     pub execution_timeout: Option<Duration>,
+    /// The workflow task queue: only workers serving it claim the run (empty: the
+    /// default queue). Runs continued as new, reset runs and child runs keep it.
+    pub task_queue: String,
 }
 
 impl StartRequest {
@@ -180,6 +183,9 @@ pub struct RunInfo {
     /// When the run's execution timeout ends it (ms since the epoch), if it has one.
     #[serde(default)]
     pub execution_deadline_ms: Option<i64>,
+    /// The workflow task queue the run is on (empty: the default queue).
+    #[serde(default)]
+    pub task_queue: String,
 }
 
 /// Which runs to list.
@@ -436,10 +442,15 @@ pub trait Store: Send + Sync + 'static {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError>;
 
     /// Claims up to `limit` runs that have unapplied events and no live owner (or are
-    /// owned by `worker` already), leasing them for `lease`.
+    /// owned by `worker` already), leasing them for `lease`. Only runs of a workflow named
+    /// in `workflows` (the ones the worker registers) on a task queue in `queues` (the
+    /// ones it serves; the empty string is the default queue) are claimed: any other run
+    /// stays ready, unowned and uncounted, for a worker that can run it.
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError>;

@@ -3,6 +3,7 @@
 //! ```text
 //! worker                                      run a worker until Ctrl-C
 //! start <workflow> --input JSON [--id ID] [--execution-timeout 30s]
+//!       [--task-queue Q]
 //!                                             print the workflow id; same id twice = same run
 //! result <id> [--wait] [--timeout SECS]       the output as JSON, or the failure
 //! status <id> | list [--status S] [--workflow W] [--stuck DURATION]
@@ -158,6 +159,10 @@ enum Command {
         /// 7days).
         #[arg(long, value_name = "DURATION")]
         execution_timeout: Option<String>,
+        /// The workflow task queue: only workers serving it (`worker --task-queue Q`)
+        /// run it (default: the default queue).
+        #[arg(long, value_name = "QUEUE")]
+        task_queue: Option<String>,
     },
     /// Print the output of a run as JSON (exit 1 if it failed).
     Result {
@@ -509,8 +514,17 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             input,
             id,
             execution_timeout,
+            task_queue,
         } => {
-            let options = start_options(execution_timeout.as_deref())?;
+            let mut options = start_options(execution_timeout.as_deref())?;
+            if let Some(queue) = task_queue {
+                if queue.trim().is_empty() {
+                    return Err(Failure::error(
+                        "--task-queue must name a queue (leave it out for the default queue)",
+                    ));
+                }
+                options = options.task_queue(queue.clone());
+            }
             let payload = parse_input(&registry, workflow, input)?;
             let store = open_store(&cli, true).await?;
             let client = Client::new(store);
@@ -1087,6 +1101,9 @@ async fn status(
     say!("created:      {}", clock::format_ms(info.created_at_ms));
     say!("updated:      {}", clock::format_ms(info.updated_at_ms));
     say!("events:       {}", info.last_event_id);
+    if !info.task_queue.is_empty() {
+        say!("task queue:   {}", info.task_queue);
+    }
     if let Some(deadline) = info.execution_deadline_ms {
         say!(
             "deadline:     {} (execution timeout)",

@@ -163,9 +163,9 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// A run as a JSON object.
+/// A run as a JSON object (with `task_queue` when the run is not on the default queue).
 pub(crate) fn run_json(r: &RunInfo) -> Value {
-    json!({
+    let mut v = json!({
         "workflow_id": r.workflow_id.0,
         "run_id": r.run_id.0,
         "workflow": r.workflow,
@@ -175,7 +175,13 @@ pub(crate) fn run_json(r: &RunInfo) -> Value {
         "events": r.last_event_id.0,
         "reason": r.reason,
         "execution_deadline": r.execution_deadline_ms.map(clock::format_ms),
-    })
+    });
+    if !r.task_queue.is_empty()
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("task_queue".into(), json!(r.task_queue));
+    }
+    v
 }
 
 /// A run as a table row.

@@ -97,6 +97,11 @@ pub(crate) struct Shared {
     /// Counted, since a superseded attempt and its successor can both be here.
     pub(crate) attempts: Mutex<HashMap<(RunKey, CommandSeq), u32>>,
     pub(crate) activity_names: Vec<String>,
+    /// The workflows this worker registers: the only runs it claims.
+    pub(crate) workflow_names: Vec<String>,
+    /// The task queues this worker serves, as the store names them (see
+    /// `activities::served_queues`): for runs as for activity attempts.
+    pub(crate) served_queues: Vec<String>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) clock_tick: AtomicU64,
@@ -195,6 +200,12 @@ impl Worker {
             .map(str::to_owned)
             .collect();
         activity_names.sort();
+        let workflow_names: Vec<String> = registry
+            .workflow_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let served_queues = activities::served_queues(&options.task_queues);
         let shared = Arc::new(Shared {
             id: WorkerId::generate(),
             engine: Mutex::new(EngineHandle::spawn(registry.clone())),
@@ -206,6 +217,8 @@ impl Worker {
             options,
             runs: Mutex::new(HashMap::new()),
             activity_names,
+            workflow_names,
+            served_queues,
             stats: Arc::new(WorkerStats::default()),
             shutdown: shutdown_rx,
             clock_tick: AtomicU64::new(0),

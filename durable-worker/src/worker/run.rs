@@ -105,7 +105,13 @@ pub(crate) async fn claim_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         let limit = 256;
         match shared
             .store
-            .claim_runs(&shared.id, limit, shared.options.lease)
+            .claim_runs(
+                &shared.id,
+                &shared.workflow_names,
+                &shared.served_queues,
+                limit,
+                shared.options.lease,
+            )
             .await
         {
             Ok(claimed) => {

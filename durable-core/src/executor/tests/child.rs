@@ -47,6 +47,13 @@ workflow!(Compensating = "compensating", |ctx, n: u64| -> String {
     }
 });
 
+workflow!(Routed = "routed", |ctx, n: u64| -> u64 {
+    let on_gpu = ctx.child::<Double>(n).task_queue("gpu").await?;
+    let on_default = ctx.child::<Triple>(n).task_queue("default").await?;
+    let inherited = ctx.child::<Double>(n + 1).await?;
+    Ok(on_gpu + on_default + inherited)
+});
+
 workflow!(BadId = "bad_id", |ctx, _n: u64| -> u64 {
     ctx.child::<Double>(1).workflow_id("").await
 });
@@ -312,5 +319,40 @@ fn a_child_output_of_the_wrong_type_is_a_payload_error() -> TestResult {
         Some(Err(e)) => assert_eq!(e.kind(), KIND_PAYLOAD),
         other => panic!("expected a failed run, got {other:?}"),
     }
+    Ok(())
+}
+
+/// `.task_queue(..)` is recorded in the child's start options (`"default"` as the empty
+/// name, none when the child takes its parent's queue); a queue changed in the code is
+/// routing, not divergence: the recorded start stands.
+#[test]
+fn a_child_task_queue_is_recorded_and_not_compared_on_replay() -> TestResult {
+    let (mut live, issued) = Live::start::<Routed>(&1, 1)?;
+    let queue_of = |cmd: &Command| match cmd {
+        Command::StartChild { options, .. } => options.task_queue.clone(),
+        other => panic!("expected StartChild, got {other:?}"),
+    };
+    assert_eq!(issued.len(), 1);
+    assert_eq!(queue_of(&issued[0].1), Some("gpu".to_owned()));
+    let issued = live.deliver(child_completed(1, 2u64))?;
+    assert_eq!(
+        queue_of(&issued[0].1),
+        Some(String::new()),
+        "\"default\" is the default queue"
+    );
+    let issued = live.deliver(child_completed(2, 3u64))?;
+    assert_eq!(
+        queue_of(&issued[0].1),
+        None,
+        "no option: the parent's queue"
+    );
+    let mut history = live.history.clone();
+    if let EventKind::ChildStarted { options, .. } = &mut history[1].kind {
+        options.task_queue = Some("cpu".to_owned());
+    }
+    let (mut restored, issued) = Live::restore::<Routed>(&history)?;
+    assert_eq!(issued, vec![], "nothing new to record");
+    restored.deliver(child_completed(3, 4u64))?;
+    assert_eq!(output::<u64>(&restored.machine), 9);
     Ok(())
 }

@@ -23,6 +23,7 @@ fn child_started(
         options: ChildOptions {
             cancel_policy: policy,
             execution_timeout_ms: timeout_ms,
+            task_queue: None,
         },
     }
 }
@@ -155,7 +156,13 @@ pub async fn child_runs_start_with_the_parent_commit(open: Opener<'_>) {
         "the child's execution timeout gives it a deadline"
     );
     let claimable = store
-        .claim_runs(&w, 100, LONG_LEASE)
+        .claim_runs(
+            &w,
+            &strings(WORKFLOWS),
+            &strings(DEFAULT_QUEUE),
+            100,
+            LONG_LEASE,
+        )
         .await
         .expect("claim_runs");
     assert!(

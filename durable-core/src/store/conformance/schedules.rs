@@ -325,7 +325,13 @@ pub async fn due_schedules_start_one_run_per_tick(open: Opener<'_>) {
     }
     assert!(
         store
-            .claim_runs(&worker("w"), 100, LONG_LEASE)
+            .claim_runs(
+                &worker("w"),
+                &strings(&["tick-wf"]),
+                &strings(DEFAULT_QUEUE),
+                100,
+                LONG_LEASE
+            )
             .await
             .expect("claim")
             .iter()

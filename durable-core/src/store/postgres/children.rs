@@ -91,14 +91,15 @@ impl Inner {
                         concat!(
                             "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
                              created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms,
-                             parent_key, parent_seq, cancel_policy)
+                             parent_key, parent_seq, cancel_policy, task_queue)
                              VALUES ($1, nextval('run_keys'), $2, 1, $3, $4, 'running', ",
                             now_ms!(),
                             ", ",
                             now_ms!(),
                             ", 1, TRUE, $5::BIGINT, ",
                             now_ms!(),
-                            " + $5::BIGINT, $6, $7, $8)
+                            " + $5::BIGINT, $6, $7, $8,
+                             COALESCE($9, (SELECT task_queue FROM runs WHERE namespace = $1 AND run_key = $6)))
                              ON CONFLICT (namespace, workflow_id, run_number) DO NOTHING
                              RETURNING run_key, created_at_ms"
                         ),
@@ -111,6 +112,7 @@ impl Inner {
                             &parent,
                             &i64::from(seq.0),
                             &options.cancel_policy.as_str(),
+                            &options.task_queue,
                         ],
                     )
                     .await?;

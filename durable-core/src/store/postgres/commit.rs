@@ -241,13 +241,14 @@ impl PostgresStore {
                 concat!(
                     "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
                      created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms,
-                     deadline_ms, published_status, parent_key, parent_seq, cancel_policy, cancel_requested)
+                     deadline_ms, published_status, parent_key, parent_seq, cancel_policy, cancel_requested,
+                     task_queue)
                      SELECT namespace, nextval('run_keys'), workflow_id, run_number + 1, $3, $4, 'running', ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
                     ", 1, TRUE, inbox_seq, execution_timeout_ms, deadline_ms, COALESCE($5, published_status),
-                     parent_key, parent_seq, cancel_policy, cancel_requested
+                     parent_key, parent_seq, cancel_policy, cancel_requested, task_queue
                      FROM runs WHERE namespace = $1 AND run_key = $2"
                 ),
                 "INSERT INTO events (namespace, run_key, event_id, time_ms, kind, seq, body)

@@ -266,7 +266,7 @@ fn check_text(what: &str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms, task_queue";
 
 fn run_info(r: &tokio_postgres::Row) -> RunInfo {
     let status: String = r.get(4);
@@ -284,6 +284,7 @@ fn run_info(r: &tokio_postgres::Row) -> RunInfo {
         reason: r.get(10),
         activation_failures: to_u32(r.get(11)),
         execution_deadline_ms: r.get(12),
+        task_queue: r.get(13),
     }
 }
 
@@ -524,6 +525,9 @@ impl Store for PostgresStore {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
         check_text("workflow id", req.workflow_id.as_str())?;
         check_text("workflow name", &req.workflow)?;
+        if !req.task_queue.is_empty() {
+            check_text("task queue", &req.task_queue)?;
+        }
         let timeout_ms = req.execution_timeout_ms()?;
         let db = &self.inner;
         let mut client = db.client().await?;
@@ -536,14 +540,15 @@ impl Store for PostgresStore {
                 &tx,
                 concat!(
                     "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
-                     created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms)
+                     created_at_ms, updated_at_ms, last_event_id, ready, execution_timeout_ms, deadline_ms,
+                     task_queue)
                      VALUES ($1, nextval('run_keys'), $2, 1, $3, $4, 'running', ",
                     now_ms!(),
                     ", ",
                     now_ms!(),
                     ", 1, TRUE, $5::BIGINT, ",
                     now_ms!(),
-                    " + $5::BIGINT)
+                    " + $5::BIGINT, $6)
                      ON CONFLICT (namespace, workflow_id, run_number) DO NOTHING
                      RETURNING run_key, created_at_ms"
                 ),
@@ -553,6 +558,7 @@ impl Store for PostgresStore {
                     &run_id.as_str(),
                     &req.workflow,
                     &timeout_ms,
+                    &req.task_queue,
                 ],
             )
             .await?;
@@ -614,10 +620,12 @@ impl Store for PostgresStore {
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        if limit == 0 {
+        if workflows.is_empty() || queues.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let db = &self.inner;
@@ -635,6 +643,7 @@ impl Store for PostgresStore {
                          AND (owner IS NULL OR owner = $2 OR lease_expires_at_ms < ",
                     now_ms!(),
                     ")
+                         AND workflow = ANY($5) AND task_queue = ANY($6)
                          ORDER BY run_key LIMIT $3
                          FOR UPDATE SKIP LOCKED)
                      UPDATE runs r SET fence = CASE WHEN r.owner = $2 THEN r.fence ELSE r.fence + 1 END,
@@ -645,7 +654,14 @@ impl Store for PostgresStore {
                      RETURNING r.run_key, r.workflow_id, r.run_id, r.workflow, r.fence, r.last_event_id,
                          r.activation_failures"
                 ),
-                &[&db.namespace, &worker.0, &limit_param(limit), &lease_ms],
+                &[
+                    &db.namespace,
+                    &worker.0,
+                    &limit_param(limit),
+                    &lease_ms,
+                    &workflows,
+                    &queues,
+                ],
             )
             .await?;
         let mut claimed: Vec<ClaimedRun> = rows

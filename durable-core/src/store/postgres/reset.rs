@@ -70,9 +70,10 @@ impl PostgresStore {
                 &tx,
                 // The new run gets a fresh deadline with the old run's execution timeout.
                 "INSERT INTO runs (namespace, run_key, workflow_id, run_number, run_id, workflow, status,
-                 created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms, deadline_ms)
+                 created_at_ms, updated_at_ms, last_event_id, ready, inbox_seq, execution_timeout_ms, deadline_ms,
+                 task_queue)
                  VALUES ($1, nextval('run_keys'), $2, $3, $4, $5, 'running', $6, $6, $7, TRUE, $8, $9::BIGINT,
-                 $6 + $9::BIGINT)
+                 $6 + $9::BIGINT, (SELECT task_queue FROM runs WHERE namespace = $1 AND run_key = $10))
                  RETURNING run_key",
                 &[
                     &db.namespace,
@@ -84,6 +85,7 @@ impl PostgresStore {
                     &to,
                     &inbox_seq,
                     &timeout_ms,
+                    &old,
                 ],
             )
             .await?

@@ -15,7 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_schedules.sql"),
     include_str!("migrations/007_queue_limits.sql"),
     include_str!("migrations/008_child_runs.sql"),
-    include_str!("migrations/009_sealed_last_error.sql"),
+    include_str!("migrations/009_run_task_queues.sql"),
+    include_str!("migrations/010_sealed_last_error.sql"),
 ];
 
 /// The table that records which migrations ran; its presence marks a schema as ours.

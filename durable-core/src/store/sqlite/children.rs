@@ -71,8 +71,10 @@ impl Shared {
             let run_id = RunId::generate();
             conn.prepare_cached(
                 "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                 last_event_id, ready, execution_timeout_ms, deadline_ms, parent_key, parent_seq, cancel_policy)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, ?6, ?7, ?8, ?9, ?10)",
+                 last_event_id, ready, execution_timeout_ms, deadline_ms, parent_key, parent_seq, cancel_policy,
+                 task_queue)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, ?6, ?7, ?8, ?9, ?10,
+                 COALESCE(?11, (SELECT task_queue FROM runs WHERE run_key = ?8)))",
             )
             .map_err(sql_err)?
             .execute(params![
@@ -85,7 +87,8 @@ impl Shared {
                 deadline,
                 parent,
                 seq.0,
-                options.cancel_policy.as_str()
+                options.cancel_policy.as_str(),
+                options.task_queue
             ])
             .map_err(sql_err)?;
             let key = conn.last_insert_rowid();

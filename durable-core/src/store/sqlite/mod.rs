@@ -465,9 +465,9 @@ fn continue_as_new(
     conn.prepare_cached(
         "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
          last_event_id, ready, execution_timeout_ms, deadline_ms, published_status,
-         parent_key, parent_seq, cancel_policy, cancel_requested)
+         parent_key, parent_seq, cancel_policy, cancel_requested, task_queue)
          SELECT namespace, workflow_id, ?2, ?3, 'running', ?4, ?4, 1, 1, execution_timeout_ms, deadline_ms,
-         published_status, parent_key, parent_seq, cancel_policy, cancel_requested
+         published_status, parent_key, parent_seq, cancel_policy, cancel_requested, task_queue
          FROM runs WHERE run_key = ?1",
     )
     .map_err(sql_err)?
@@ -503,7 +503,7 @@ fn continue_as_new(
     Ok(())
 }
 
-const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms";
+const RUN_COLUMNS: &str = "run_key, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms, last_event_id, owner, lease_expires_at_ms, reason, activation_failures, deadline_ms, task_queue";
 
 fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(4)?;
@@ -521,6 +521,7 @@ fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
         reason: r.get(10)?,
         activation_failures: to_u32(r.get(11)?),
         execution_deadline_ms: r.get(12)?,
+        task_queue: r.get(13)?,
     })
 }
 
@@ -533,6 +534,9 @@ impl Store for SqliteStore {
     async fn start_run(&self, req: StartRequest) -> Result<StartOutcome, StoreError> {
         check_text("workflow id", req.workflow_id.as_str())?;
         check_text("workflow name", &req.workflow)?;
+        if !req.task_queue.is_empty() {
+            check_text("task queue", &req.task_queue)?;
+        }
         let timeout_ms = req.execution_timeout_ms()?;
         let shared = self.shared.clone();
         let out = self
@@ -558,12 +562,12 @@ impl Store for SqliteStore {
                 let deadline = timeout_ms.map(|t| clock::host_now_ms().saturating_add(t));
                 conn.prepare_cached(
                     "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                     last_event_id, ready, execution_timeout_ms, deadline_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, ?6, ?7)",
+                     last_event_id, ready, execution_timeout_ms, deadline_ms, task_queue)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, 1, 1, ?6, ?7, ?8)",
                 )
                 .map_err(sql_err)?
                 .execute(params![shared.namespace, req.workflow_id.as_str(), run_id.as_str(), req.workflow, now,
-                    timeout_ms, deadline])
+                    timeout_ms, deadline, req.task_queue])
                 .map_err(sql_err)?;
                 let key = conn.last_insert_rowid();
                 shared.append(
@@ -596,13 +600,25 @@ impl Store for SqliteStore {
     async fn claim_runs(
         &self,
         worker: &WorkerId,
+        workflows: &[String],
+        queues: &[String],
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
+        if workflows.is_empty() || queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
         let ns = self.shared.namespace.clone();
         let me = worker.0.clone();
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Look first on a reader, so an idle poll takes no write lock.
+        let workflows_json =
+            serde_json::to_string(workflows).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let queues_json =
+            serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // Look first on a reader, so an idle poll takes no write lock. The workflow and
+        // queue filters ride on the index scan (each list comes as one JSON parameter,
+        // however long); a run's workflow and queue never change, so the claiming update
+        // below needs no second look at them.
         let candidates: Vec<i64> = self
             .readers
             .submit({
@@ -612,11 +628,15 @@ impl Store for SqliteStore {
                     let mut stmt = conn
                         .prepare_cached(
                             "SELECT run_key FROM runs WHERE namespace = ?1 AND ready = 1 AND status = 'running'
-                             AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3) ORDER BY run_key LIMIT ?4",
+                             AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3)
+                             AND workflow IN (SELECT value FROM json_each(?5))
+                             AND task_queue IN (SELECT value FROM json_each(?6)) ORDER BY run_key LIMIT ?4",
                         )
                         .map_err(sql_err)?;
                     let rows = stmt
-                        .query_map(params![ns, me, now, lim], |r| r.get(0))
+                        .query_map(params![ns, me, now, lim, workflows_json, queues_json], |r| {
+                            r.get(0)
+                        })
                         .map_err(sql_err)?;
                     rows.collect::<Result<_, _>>().map_err(sql_err)
                 }
@@ -1428,11 +1448,11 @@ impl Store for SqliteStore {
                 let Some((old, status)) = shared.latest_run(conn, wid.as_str())? else {
                     return Err(StoreError::NotFound(wid));
                 };
-                let (workflow, last, timeout_ms): (String, i64, Option<i64>) = conn
+                let (workflow, last, timeout_ms, queue): (String, i64, Option<i64>, String) = conn
                     .query_row(
-                        "SELECT workflow, last_event_id, execution_timeout_ms FROM runs WHERE run_key = ?1",
+                        "SELECT workflow, last_event_id, execution_timeout_ms, task_queue FROM runs WHERE run_key = ?1",
                         [old],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                     )
                     .map_err(sql_err)?;
                 let to = to_i64(to.0);
@@ -1475,11 +1495,12 @@ impl Store for SqliteStore {
                 let deadline = timeout_ms.map(|t| clock::host_now_ms().saturating_add(t));
                 conn.prepare_cached(
                     "INSERT INTO runs (namespace, workflow_id, run_id, workflow, status, created_at_ms, updated_at_ms,
-                     last_event_id, ready, execution_timeout_ms, deadline_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6, 1, ?7, ?8)",
+                     last_event_id, ready, execution_timeout_ms, deadline_ms, task_queue)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6, 1, ?7, ?8, ?9)",
                 )
                 .map_err(sql_err)?
-                .execute(params![shared.namespace, wid.as_str(), run_id.as_str(), workflow, now, to, timeout_ms, deadline])
+                .execute(params![shared.namespace, wid.as_str(), run_id.as_str(), workflow, now, to, timeout_ms, deadline,
+                    queue])
                 .map_err(sql_err)?;
                 let key = conn.last_insert_rowid();
                 let mut scheduled = std::collections::BTreeMap::new();

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_schedules.sql"),
     include_str!("migrations/007_queue_limits.sql"),
     include_str!("migrations/008_child_runs.sql"),
+    include_str!("migrations/009_run_task_queues.sql"),
 ];
 
 /// The newest schema version this binary knows.

@@ -69,7 +69,13 @@ fn start_request(id: &str) -> StartRequest {
         input: enc(id),
         seed: 7,
         execution_timeout: None,
+        task_queue: String::new(),
     }
+}
+
+/// The workflows the tests start runs of, as a worker registering them claims with.
+fn workflows() -> Vec<String> {
+    vec!["order".to_owned(), "refund".to_owned()]
 }
 
 async fn start(store: &SqliteStore, id: &str) -> Result<StartOutcome, StoreError> {
@@ -77,7 +83,11 @@ async fn start(store: &SqliteStore, id: &str) -> Result<StartOutcome, StoreError
 }
 
 async fn claim(store: &SqliteStore, who: &str) -> Result<Vec<ClaimedRun>, StoreError> {
-    timed("claim_runs", store.claim_runs(&worker(who), 256, LEASE)).await
+    timed(
+        "claim_runs",
+        store.claim_runs(&worker(who), &workflows(), &[String::new()], 256, LEASE),
+    )
+    .await
 }
 
 /// Claims the one run that should be claimable.
@@ -227,6 +237,7 @@ async fn start_run_is_idempotent_per_workflow_id() -> TestResult {
             input: enc("other"),
             seed: 99,
             execution_timeout: None,
+            task_queue: String::new(),
         }),
     )
     .await?;
@@ -569,7 +580,13 @@ async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out() -> Tes
     let run = start(&store, "order-1").await?;
     let old = timed(
         "claim_runs",
-        store.claim_runs(&worker("w1"), 10, Duration::ZERO),
+        store.claim_runs(
+            &worker("w1"),
+            &workflows(),
+            &[String::new()],
+            10,
+            Duration::ZERO,
+        ),
     )
     .await?;
     assert_eq!(old.len(), 1);

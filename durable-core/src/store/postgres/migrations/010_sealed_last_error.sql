@@ -1,4 +1,4 @@
--- durable schema, version 9: an activity's last error sealed like the event bodies.
+-- durable schema, version 10: an activity's last error sealed like the event bodies.
 --
 -- A retry's error message can quote a payload. With a codec the store now keeps it as
 -- the codec's bytes in `last_error_sealed` (and `last_error` NULL), as SQLite does in its
