@@ -186,11 +186,23 @@ fn killed_worker_mid_fan_out(db: &Target, dir: &Path) {
         assert_eq!(count_kind(&ch, "RunStarted"), 1);
         assert_eq!(count_kind(&ch, "RunCompleted"), 1, "part {part}");
     }
-    // Every part was built; one killed mid-build may have been built twice (activities
-    // run at least once), never more.
+    // Every part was built, and no attempt ran twice: a build cut short by the kill (or
+    // whose 1 s lease ran out on a loaded machine before its result was recorded) runs
+    // again as a new attempt, never as the same one.
     let ledger = std::fs::read_to_string(&ledger).unwrap_or_default();
-    let builds = ledger.lines().count();
-    assert!((20..=24).contains(&builds), "{builds} builds:\n{ledger}");
+    let attempts: BTreeSet<&str> = ledger.lines().collect();
+    assert_eq!(
+        attempts.len(),
+        ledger.lines().count(),
+        "an attempt ran twice:\n{ledger}"
+    );
+    for part in 1..=20 {
+        let prefix = format!("fo-kill/part-{part}/");
+        assert!(
+            ledger.lines().any(|l| l.starts_with(&prefix)),
+            "part {part} was never built:\n{ledger}"
+        );
+    }
 }
 
 #[test]
