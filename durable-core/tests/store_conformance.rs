@@ -335,4 +335,5 @@ conformance_tests!(
     a_reset_parent_keeps_its_pending_children,
     runs_are_claimed_only_by_workers_of_their_workflow,
     runs_are_claimed_only_on_their_task_queue,
+    runs_are_listed_by_every_filter,
 );

@@ -43,6 +43,7 @@ mod children;
 mod continue_as_new;
 mod deadlines;
 mod heartbeats;
+mod listing;
 mod queues;
 mod routing;
 mod schedules;
@@ -59,6 +60,7 @@ pub use deadlines::runs_past_their_execution_timeout_are_ended;
 pub use heartbeats::{
     attempts_past_their_heartbeat_timeout_are_retried, heartbeats_are_kept_for_the_next_attempt,
 };
+pub use listing::runs_are_listed_by_every_filter;
 pub use queues::{
     queue_concurrency_limit_holds_across_claimers,
     queue_limits_are_validated_listed_and_scoped_by_namespace,
@@ -112,6 +114,7 @@ pub const CHECKS: &[&str] = &[
     "a_reset_parent_keeps_its_pending_children",
     "runs_are_claimed_only_by_workers_of_their_workflow",
     "runs_are_claimed_only_on_their_task_queue",
+    "runs_are_listed_by_every_filter",
 ];
 
 /// Runs every check in turn on one database.
@@ -213,6 +216,7 @@ pub async fn run(name: &str, open: Opener<'_>) {
         "runs_are_claimed_only_on_their_task_queue" => {
             runs_are_claimed_only_on_their_task_queue(open).await
         }
+        "runs_are_listed_by_every_filter" => runs_are_listed_by_every_filter(open).await,
         other => panic!("no conformance check named {other:?}; see CHECKS"),
     }
 }

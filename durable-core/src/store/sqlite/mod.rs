@@ -172,11 +172,17 @@ fn create_linked(path: &Path, shown: &str, busy: Duration) -> Result<Option<bool
     linked
 }
 
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 128;
+
 fn open_conn(path: &Path, shown: &str, busy: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| schema::map_err(shown, e))?;
     conn.busy_timeout(busy)
         .map_err(|e| schema::map_err(shown, e))?;
+    // The writer cycles through more distinct statements than rusqlite's default of 16
+    // (a commit alone uses about ten): an evicted statement is parsed again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -615,7 +621,9 @@ impl Store for SqliteStore {
             serde_json::to_string(workflows).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let queues_json =
             serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        // Look first on a reader, so an idle poll takes no write lock. The workflow and
+        // Look first on a reader, so an idle poll takes no write lock. The scan goes by the
+        // index of ready runs: left to itself, SQLite picks the one by status and reads
+        // every running run (all the waiting ones too) on each poll. The workflow and
         // queue filters ride on the index scan (each list comes as one JSON parameter,
         // however long); a run's workflow and queue never change, so the claiming update
         // below needs no second look at them.
@@ -627,7 +635,7 @@ impl Store for SqliteStore {
                     let now = clock::host_now_ms();
                     let mut stmt = conn
                         .prepare_cached(
-                            "SELECT run_key FROM runs WHERE namespace = ?1 AND ready = 1 AND status = 'running'
+                            "SELECT run_key FROM runs INDEXED BY runs_ready WHERE namespace = ?1 AND ready = 1 AND status = 'running'
                              AND (owner IS NULL OR owner = ?2 OR lease_expires_at_ms < ?3)
                              AND workflow IN (SELECT value FROM json_each(?5))
                              AND task_queue IN (SELECT value FROM json_each(?6)) ORDER BY run_key LIMIT ?4",
@@ -785,7 +793,10 @@ impl Store for SqliteStore {
                         )));
                     }
                 }
-                for (seq, attempt) in &c.finished_activities {
+                // The first finished attempt's DELETE is the commit's first write when no
+                // inbox entry is consumed: it refuses by itself, with nothing written.
+                let self_checked = usize::from(c.consumed_inbox.is_empty());
+                for (seq, attempt) in c.finished_activities.iter().skip(self_checked) {
                     let there = conn
                         .prepare_cached(
                             "SELECT 1 FROM activity_tasks WHERE run_key = ?1 AND seq = ?2 AND attempt = ?3 AND owner = ?4",
@@ -1131,6 +1142,8 @@ impl Store for SqliteStore {
         let queues_json =
             serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Waiting attempts and attempts whose lease ran out come from two partial indexes
+        // (migration 10), so a poll never reads the attempts running now.
         // Candidates of queues without limits (the query leaves limited queues out, so a
         // full one cannot crowd the others out of the batch), then of each limited queue
         // with room, tagged with it: (run_key, seq, limited queue).
@@ -1144,11 +1157,21 @@ impl Store for SqliteStore {
                     let mut candidates: Vec<Candidate> = {
                         let mut stmt = conn
                             .prepare_cached(
-                                "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
-                                 AND (owner IS NULL OR lease_expires_at_ms < ?2)
-                                 AND name IN (SELECT value FROM json_each(?3))
-                                 AND task_queue IN (SELECT value FROM json_each(?5))
-                                 AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
+                                "SELECT run_key, seq FROM (
+                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                                     WHERE namespace = ?1 AND owner IS NULL AND available_at_ms <= ?2
+                                     AND name IN (SELECT value FROM json_each(?3))
+                                     AND task_queue IN (SELECT value FROM json_each(?5))
+                                     AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
+                                     ORDER BY available_at_ms LIMIT ?4)
+                                   UNION ALL
+                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                                     WHERE namespace = ?1 AND owner IS NOT NULL AND lease_expires_at_ms < ?2
+                                     AND available_at_ms <= ?2
+                                     AND name IN (SELECT value FROM json_each(?3))
+                                     AND task_queue IN (SELECT value FROM json_each(?5))
+                                     AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
+                                     ORDER BY available_at_ms LIMIT ?4))
                                  ORDER BY available_at_ms LIMIT ?4",
                             )
                             .map_err(sql_err)?;
@@ -1165,10 +1188,18 @@ impl Store for SqliteStore {
                         }
                         let mut stmt = conn
                             .prepare_cached(
-                                "SELECT run_key, seq FROM activity_tasks WHERE namespace = ?1 AND available_at_ms <= ?2
-                                 AND (owner IS NULL OR lease_expires_at_ms < ?2)
-                                 AND name IN (SELECT value FROM json_each(?3))
-                                 AND task_queue = ?5 ORDER BY available_at_ms LIMIT ?4",
+                                "SELECT run_key, seq FROM (
+                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                                     WHERE namespace = ?1 AND owner IS NULL AND available_at_ms <= ?2
+                                     AND name IN (SELECT value FROM json_each(?3)) AND task_queue = ?5
+                                     ORDER BY available_at_ms LIMIT ?4)
+                                   UNION ALL
+                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                                     WHERE namespace = ?1 AND owner IS NOT NULL AND lease_expires_at_ms < ?2
+                                     AND available_at_ms <= ?2
+                                     AND name IN (SELECT value FROM json_each(?3)) AND task_queue = ?5
+                                     ORDER BY available_at_ms LIMIT ?4))
+                                 ORDER BY available_at_ms LIMIT ?4",
                             )
                             .map_err(sql_err)?;
                         let room = i64::try_from(room).unwrap_or(i64::MAX).min(lim);
@@ -1631,30 +1662,56 @@ impl Store for SqliteStore {
         let ns = self.shared.namespace.clone();
         self.readers
             .submit(move |conn| {
-                let limit = if filter.limit == 0 { 1000 } else { filter.limit };
-                let mut stmt = conn
-                    .prepare_cached(&format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1
-                         AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR workflow = ?3)
-                         AND (?4 IS NULL OR updated_at_ms < ?4) AND (?5 IS NULL OR created_at_ms >= ?5)
-                         AND (?7 IS NULL OR workflow_id = ?7)
-                         ORDER BY run_key DESC LIMIT ?6"
-                    ))
-                    .map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(
-                        params![
-                            ns,
-                            filter.status.map(RunStatus::as_str),
-                            filter.workflow,
-                            filter.updated_before_ms,
-                            filter.created_after_ms,
-                            i64::try_from(limit).unwrap_or(i64::MAX),
-                            filter.workflow_id.as_ref().map(WorkflowId::as_str)
-                        ],
-                        run_info,
-                    )
-                    .map_err(sql_err)?;
+                let limit = if filter.limit == 0 {
+                    1000
+                } else {
+                    filter.limit
+                };
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                // Only the filters given go into the query, so SQLite can use an index for
+                // them (with `?n IS NULL OR ...` for every filter it reads every run).
+                let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1");
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ns];
+                let status = filter.status.map(RunStatus::as_str);
+                let workflow_id = filter.workflow_id.as_ref().map(WorkflowId::as_str);
+                let filters: [(&str, Option<&dyn rusqlite::ToSql>); 5] = [
+                    (
+                        "status =",
+                        status.as_ref().map(|v| v as &dyn rusqlite::ToSql),
+                    ),
+                    (
+                        "workflow =",
+                        filter.workflow.as_ref().map(|v| v as &dyn rusqlite::ToSql),
+                    ),
+                    (
+                        "updated_at_ms <",
+                        filter
+                            .updated_before_ms
+                            .as_ref()
+                            .map(|v| v as &dyn rusqlite::ToSql),
+                    ),
+                    (
+                        "created_at_ms >=",
+                        filter
+                            .created_after_ms
+                            .as_ref()
+                            .map(|v| v as &dyn rusqlite::ToSql),
+                    ),
+                    (
+                        "workflow_id =",
+                        workflow_id.as_ref().map(|v| v as &dyn rusqlite::ToSql),
+                    ),
+                ];
+                for (test, value) in filters {
+                    if let Some(value) = value {
+                        args.push(value);
+                        sql.push_str(&format!(" AND {test} ?{}", args.len()));
+                    }
+                }
+                args.push(&limit);
+                sql.push_str(&format!(" ORDER BY run_key DESC LIMIT ?{}", args.len()));
+                let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+                let rows = stmt.query_map(args.as_slice(), run_info).map_err(sql_err)?;
                 rows.collect::<Result<_, _>>().map_err(sql_err)
             })
             .await

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_queue_limits.sql"),
     include_str!("migrations/008_child_runs.sql"),
     include_str!("migrations/009_run_task_queues.sql"),
+    include_str!("migrations/010_claimable_attempts.sql"),
 ];
 
 /// The newest schema version this binary knows.
