@@ -232,4 +232,36 @@ fn a_run_on_a_named_task_queue_runs_only_on_a_worker_serving_it() {
     assert_untouched(&db, "with both workers");
     general.kill();
     vip.kill();
+
+    // `run --task-queue` starts its run on the queue its own worker serves (it used to
+    // start it on the default queue and wait for it until the timeout).
+    let out = order(
+        &db,
+        &[
+            "run",
+            "order",
+            "--id",
+            "vip-2",
+            "--input",
+            &input,
+            "--task-queue",
+            "vip",
+            "--poll-ms",
+            "20",
+            "--timeout",
+            "60",
+        ],
+    )
+    .run();
+    assert!(
+        out.ok().contains("tracking_number"),
+        "run prints the order's result: {}",
+        out.stdout
+    );
+    let status = order(&db, &["status", "vip-2"]).run();
+    let shown = status.ok();
+    assert!(
+        shown.contains("task queue:   vip"),
+        "the run went on the worker's queue: {shown}"
+    );
 }

@@ -286,7 +286,9 @@ enum Command {
         #[command(subcommand)]
         action: queue::QueueCommand,
     },
-    /// Start a worker and a run, wait for the result, print it.
+    /// Start a worker and a run, wait for the result, print it. With `--task-queue`, the
+    /// run goes on the first queue named; the worker serves the queues named and the
+    /// default queue.
     Run {
         /// The workflow name.
         workflow: String,
@@ -781,10 +783,23 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
             worker,
         } => {
             let timeout = timeout_arg(*timeout)?;
-            let options = start_options(execution_timeout.as_deref())?;
+            let mut options = start_options(execution_timeout.as_deref())?;
+            let mut worker_options = worker.options();
+            // The run goes on the first named queue, and the worker serves the default
+            // queue too: the run's activities are on it unless they name theirs. (The
+            // run used to go on the default queue, which a worker serving only `api`
+            // never takes, and `run` waited until its timeout.)
+            if let Some(queue) = worker
+                .task_queues
+                .iter()
+                .find(|q| !q.is_empty() && q.as_str() != "default")
+            {
+                options = options.task_queue(queue.clone());
+                worker_options.task_queues.push("default".to_owned());
+            }
             let payload = parse_input(&registry, workflow, input)?;
             let store = open_store(&cli, true).await?;
-            let w = Worker::new(store.clone(), registry.clone(), worker.options());
+            let w = Worker::new(store.clone(), registry.clone(), worker_options);
             let stop = w.shutdown_handle();
             let running = tokio::spawn(w.run());
             let client = Client::new(store);
