@@ -386,28 +386,46 @@ impl Shared {
         after: i64,
         events: &[(i64, EventKind)],
     ) -> Result<(i64, i64), StoreError> {
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(sql_err)?;
-        let mut id = after;
-        for (time, kind) in events {
-            id += 1;
-            let body = self.encode(kind)?;
-            stmt.execute(params![
-                key,
-                id,
-                time,
-                kind.name(),
-                kind.seq().map(|s| i64::from(s.0)),
-                body
-            ])
-            .map_err(sql_err)?;
-        }
-        Ok((after + 1, id))
+        let bodies = self.encode_all(events)?;
+        append_encoded(conn, key, after, events, bodies)
     }
 
+    /// The stored bodies of `events`, in order.
+    fn encode_all(&self, events: &[(i64, EventKind)]) -> Result<Vec<Vec<u8>>, StoreError> {
+        events.iter().map(|(_, kind)| self.encode(kind)).collect()
+    }
+}
+
+/// Appends events whose bodies are already encoded (`bodies[i]` is `events[i]`'s).
+fn append_encoded(
+    conn: &Connection,
+    key: i64,
+    after: i64,
+    events: &[(i64, EventKind)],
+    bodies: Vec<Vec<u8>>,
+) -> Result<(i64, i64), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (run_key, event_id, time_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql_err)?;
+    let mut id = after;
+    for ((time, kind), body) in events.iter().zip(bodies) {
+        id += 1;
+        stmt.execute(params![
+            key,
+            id,
+            time,
+            kind.name(),
+            kind.seq().map(|s| i64::from(s.0)),
+            body
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok((after + 1, id))
+}
+
+impl Shared {
     /// Queues an event from outside the run's owner (a signal, a fired timer, a remote
     /// activity result) in the run's inbox and marks the run ready. `None` when the run
     /// is finished.
@@ -753,6 +771,9 @@ impl Store for SqliteStore {
                 .iter()
                 .any(|(_, k)| matches!(k, EventKind::ChildStarted { .. }));
         let creates_remote_work = touches_other_runs || c.activities.iter().any(|a| !a.local);
+        // Encoded here, on the caller's thread: the writer thread is the one that limits
+        // how many steps a second the store takes.
+        let bodies = shared.encode_all(&c.events)?;
         let out = self
             .writer
             .submit_checked(move |conn| {
@@ -882,7 +903,7 @@ impl Store for SqliteStore {
                         )));
                     }
                 }
-                let (first, last_id) = shared.append(conn, key, last, &c.events)?;
+                let (first, last_id) = append_encoded(conn, key, last, &c.events, bodies)?;
                 let mut queued = Vec::new();
                 let mut event_ids = std::collections::HashMap::new();
                 let mut timers = Vec::new();
