@@ -322,6 +322,25 @@ fn commit(run: &ClaimedRun, worker: &WorkerId, after: u64, events: Vec<EventKind
     }
 }
 
+/// Completes a claimed run at its first event (the commit after event 1).
+async fn complete(store: &SharedStore, worker: &WorkerId, claimed: &ClaimedRun) {
+    store
+        .commit(Commit {
+            finish: Some(RunStatus::Completed),
+            keep_lease: false,
+            ..commit(
+                claimed,
+                worker,
+                1,
+                vec![EventKind::RunCompleted {
+                    output: payload("ok"),
+                }],
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("completing run {}: {e}", claimed.key));
+}
+
 fn marker(seq: u32) -> EventKind {
     EventKind::MarkerRecorded {
         seq: CommandSeq(seq),
@@ -869,21 +888,7 @@ pub async fn finished_run_refuses_signals(open: Opener<'_>) {
     let w = worker("w1");
     let run = start(&store, "done-1").await;
     let claimed = must_claim(&store, &w, &run, LONG_LEASE).await;
-    store
-        .commit(Commit {
-            finish: Some(RunStatus::Completed),
-            keep_lease: false,
-            ..commit(
-                &claimed,
-                &w,
-                1,
-                vec![EventKind::RunCompleted {
-                    output: payload("ok"),
-                }],
-            )
-        })
-        .await
-        .expect("completing the run");
+    complete(&store, &w, &claimed).await;
     let id = WorkflowId::from("done-1");
     match store.signal(&id, "late", payload(1)).await {
         Err(StoreError::Finished(_)) => {}

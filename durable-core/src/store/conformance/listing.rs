@@ -28,34 +28,8 @@ pub async fn runs_are_listed_by_every_filter(open: Opener<'_>) {
         );
     }
     for run in &started[..2] {
-        let claimed = store
-            .claim_runs(
-                &w,
-                &strings(WORKFLOWS),
-                &strings(DEFAULT_QUEUE),
-                1000,
-                LONG_LEASE,
-            )
-            .await
-            .expect("claim_runs")
-            .into_iter()
-            .find(|c| c.key == run.key)
-            .unwrap_or_else(|| panic!("run {} is claimable", run.key));
-        store
-            .commit(Commit {
-                finish: Some(RunStatus::Completed),
-                keep_lease: false,
-                ..commit(
-                    &claimed,
-                    &w,
-                    1,
-                    vec![EventKind::RunCompleted {
-                        output: payload("ok"),
-                    }],
-                )
-            })
-            .await
-            .expect("completing a run");
+        let claimed = must_claim(&store, &w, run, LONG_LEASE).await;
+        complete(&store, &w, &claimed).await;
     }
     let all = store
         .list_runs(RunFilter::default())

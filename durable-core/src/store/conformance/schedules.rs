@@ -520,21 +520,7 @@ pub async fn overlapping_ticks_are_skipped_or_allowed(open: Opener<'_>) {
         created: true,
     };
     let claimed = must_claim(&store, &w, &started, LONG_LEASE).await;
-    store
-        .commit(Commit {
-            finish: Some(RunStatus::Completed),
-            keep_lease: false,
-            ..commit(
-                &claimed,
-                &w,
-                1,
-                vec![EventKind::RunCompleted {
-                    output: payload("done"),
-                }],
-            )
-        })
-        .await
-        .expect("completing the run");
+    complete(&store, &w, &claimed).await;
     let done = get(&store, "ov-skip").await.runs_started;
     let limit = Duration::from_secs(10);
     eventually("a tick after the run finished", limit, || async {
