@@ -172,6 +172,31 @@ fn create_linked(path: &Path, shown: &str, busy: Duration) -> Result<Option<bool
     linked
 }
 
+/// The query for claimable attempts matching `$queue` (a condition on `task_queue`):
+/// waiting ones and ones whose lease ran out, each read from its own partial index
+/// (migration 10), so a poll never reads the attempts running now. Parameters: ?1
+/// namespace, ?2 now, ?3 the activity names (JSON), ?4 the limit, and what `$queue` uses.
+macro_rules! claimable_attempts {
+    ($queue:literal) => {
+        concat!(
+            "SELECT run_key, seq FROM (
+               SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                 WHERE namespace = ?1 AND owner IS NULL AND available_at_ms <= ?2
+                 AND name IN (SELECT value FROM json_each(?3)) AND ",
+            $queue,
+            " ORDER BY available_at_ms LIMIT ?4)
+               UNION ALL
+               SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
+                 WHERE namespace = ?1 AND owner IS NOT NULL AND lease_expires_at_ms < ?2
+                 AND available_at_ms <= ?2
+                 AND name IN (SELECT value FROM json_each(?3)) AND ",
+            $queue,
+            " ORDER BY available_at_ms LIMIT ?4))
+             ORDER BY available_at_ms LIMIT ?4"
+        )
+    };
+}
+
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 128;
 
@@ -1163,8 +1188,6 @@ impl Store for SqliteStore {
         let queues_json =
             serde_json::to_string(queues).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let lim = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Waiting attempts and attempts whose lease ran out come from two partial indexes
-        // (migration 10), so a poll never reads the attempts running now.
         // Candidates of queues without limits (the query leaves limited queues out, so a
         // full one cannot crowd the others out of the batch), then of each limited queue
         // with room, tagged with it: (run_key, seq, limited queue).
@@ -1178,22 +1201,10 @@ impl Store for SqliteStore {
                     let mut candidates: Vec<Candidate> = {
                         let mut stmt = conn
                             .prepare_cached(
-                                "SELECT run_key, seq FROM (
-                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
-                                     WHERE namespace = ?1 AND owner IS NULL AND available_at_ms <= ?2
-                                     AND name IN (SELECT value FROM json_each(?3))
-                                     AND task_queue IN (SELECT value FROM json_each(?5))
-                                     AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
-                                     ORDER BY available_at_ms LIMIT ?4)
-                                   UNION ALL
-                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
-                                     WHERE namespace = ?1 AND owner IS NOT NULL AND lease_expires_at_ms < ?2
-                                     AND available_at_ms <= ?2
-                                     AND name IN (SELECT value FROM json_each(?3))
-                                     AND task_queue IN (SELECT value FROM json_each(?5))
-                                     AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)
-                                     ORDER BY available_at_ms LIMIT ?4))
-                                 ORDER BY available_at_ms LIMIT ?4",
+                                claimable_attempts!(
+                                    "task_queue IN (SELECT value FROM json_each(?5))
+                                     AND task_queue NOT IN (SELECT task_queue FROM queue_limits WHERE namespace = ?1)"
+                                ),
                             )
                             .map_err(sql_err)?;
                         let rows = stmt
@@ -1209,18 +1220,7 @@ impl Store for SqliteStore {
                         }
                         let mut stmt = conn
                             .prepare_cached(
-                                "SELECT run_key, seq FROM (
-                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
-                                     WHERE namespace = ?1 AND owner IS NULL AND available_at_ms <= ?2
-                                     AND name IN (SELECT value FROM json_each(?3)) AND task_queue = ?5
-                                     ORDER BY available_at_ms LIMIT ?4)
-                                   UNION ALL
-                                   SELECT * FROM (SELECT run_key, seq, available_at_ms FROM activity_tasks
-                                     WHERE namespace = ?1 AND owner IS NOT NULL AND lease_expires_at_ms < ?2
-                                     AND available_at_ms <= ?2
-                                     AND name IN (SELECT value FROM json_each(?3)) AND task_queue = ?5
-                                     ORDER BY available_at_ms LIMIT ?4))
-                                 ORDER BY available_at_ms LIMIT ?4",
+                                claimable_attempts!("task_queue = ?5"),
                             )
                             .map_err(sql_err)?;
                         let room = i64::try_from(room).unwrap_or(i64::MAX).min(lim);
